@@ -1,0 +1,96 @@
+"""Prove a prune: the pruned model must compute what the masked original computes.
+
+Random inputs at two batch sizes go through both; each output of the masked original is cut down
+to its kept channels and compared with the pruned model's.  The largest absolute and relative
+deviations are reported; above the tolerance the prune is rejected (``CheckFailed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch.utils._pytree import tree_flatten
+
+from .errors import CheckFailed, first_line
+from .inputs import InputSignature, sample_inputs
+
+
+@dataclass
+class CheckResult:
+    max_abs: float
+    max_rel: float
+    passed: bool
+    batch_sizes: list[int]
+    outputs: int
+    tolerance: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _restrict(t: torch.Tensor, lab, kept) -> torch.Tensor:
+    for dim, d in enumerate(lab or ()):
+        if d is None or dim >= t.dim():
+            continue
+        keep = kept(d)
+        if not keep.all():
+            t = t.index_select(dim, torch.from_numpy(np.nonzero(keep)[0]))
+    return t
+
+
+def verify(
+    pruned: fx.GraphModule,
+    masked: fx.GraphModule,
+    output_labels: list,
+    kept,
+    sigs: list[InputSignature],
+    batch_sizes: list[int],
+    seed: int,
+    tolerance: float,
+) -> CheckResult:
+    max_abs = max_rel = 0.0
+    n_out = 0
+    for i, b in enumerate(batch_sizes):
+        x = sample_inputs(sigs, b, seed + 1000 + i)
+        with torch.no_grad():
+            try:
+                got = pruned(*x)
+            except Exception as exc:
+                raise CheckFailed(f"the pruned model does not run at batch {b}: {first_line(exc)}") from None
+            ref = masked(*x)
+        got_flat, _ = tree_flatten(got)
+        ref_flat, _ = tree_flatten(ref)
+        got_t = [t for t in got_flat if isinstance(t, torch.Tensor)]
+        ref_t = [t for t in ref_flat if isinstance(t, torch.Tensor)]
+        if len(got_t) != len(ref_t):
+            raise CheckFailed(f"the pruned model returns {len(got_t)} tensors, the original {len(ref_t)}")
+        n_out = len(got_t)
+        for j, (g, r) in enumerate(zip(got_t, ref_t)):
+            lab = output_labels[j][1] if j < len(output_labels) else None
+            r = _restrict(r, lab, kept)
+            if tuple(g.shape) != tuple(r.shape):
+                raise CheckFailed(
+                    f"output {j} has shape {tuple(g.shape)} after pruning, expected {tuple(r.shape)} at batch {b}"
+                )
+            if not g.is_floating_point():
+                if not torch.equal(g, r):
+                    raise CheckFailed(f"integer output {j} differs from the masked original at batch {b}")
+                continue
+            diff = (g.double() - r.double()).abs()
+            a = float(diff.max()) if diff.numel() else 0.0
+            scale = float(r.double().abs().max()) if r.numel() else 0.0
+            rel = a / max(scale, 1e-12) if a > 0 else 0.0
+            if not np.isfinite(a):
+                raise CheckFailed(f"output {j} of the pruned model is not finite at batch {b}")
+            max_abs, max_rel = max(max_abs, a), max(max_rel, rel)
+    res = CheckResult(max_abs, max_rel, max_rel <= tolerance, list(batch_sizes), n_out, tolerance)
+    if not res.passed:
+        raise CheckFailed(
+            f"the pruned model deviates from the masked original by {max_rel:.3g} (relative; max abs "
+            f"{max_abs:.3g}), above the tolerance {tolerance:g}: an op rule is wrong for this model"
+        )
+    return res
+

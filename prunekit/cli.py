@@ -1,0 +1,179 @@
+"""The ``prunekit`` command line.
+
+``prunekit prune MODEL --spec SPEC -o OUT`` runs the engine locally with a progress bar and a short
+summary.  The service commands (``serve``, ``worker``, ``submit``, ``status``, ``wait``,
+``download``) live in :mod:`prunekit.cli_service` so that this module stays free of web imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+EPILOG = """examples:
+  prunekit prune model.pt --spec spec.json -o model.pruned.pt
+  prunekit prune weights.pt --arch zoo:resnet_mini --ratio 0.5 -o pruned.pt
+  prunekit architectures
+spec fields: architecture, inputs, importance (l1|l2|bn_scale|random), ratio, layers, channels,
+ignore, global_ranking, round_to, min_channels, output_format (same|torchscript|export|state_dict).
+"""
+
+
+def _spec_from_args(args: argparse.Namespace) -> dict:
+    spec: dict = {}
+    if args.spec:
+        text = args.spec.strip()
+        spec = json.loads(text) if text.startswith("{") else json.loads(Path(text).read_text())
+    if args.ratio is not None:
+        spec["ratio"] = args.ratio
+    if args.arch:
+        spec["architecture"] = args.arch
+    if args.format:
+        spec["output_format"] = args.format
+    if args.importance:
+        spec["importance"] = args.importance
+    if args.input_shape:
+        spec["inputs"] = [{"shape": [int(s) for s in shp.split(",")], "dtype": "float32"} for shp in args.input_shape]
+    return spec
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from .errors import PruneKitError
+    from .export import ARTIFACT_NAMES, MANIFEST_NAME
+    from .pipeline import prune_to_dir
+
+    console = Console(stderr=True)
+    try:
+        spec = _spec_from_args(args)
+    except (OSError, json.JSONDecodeError) as exc:
+        console.print(f"[red]error:[/red] cannot read the spec: {exc}")
+        return 2
+    out = Path(args.output)
+    work = Path(tempfile.mkdtemp(prefix=".prunekit-", dir=out.parent if out.parent.exists() else None))
+    try:
+        with Progress(TextColumn("[bold]{task.fields[stage]:<8}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                      disable=args.quiet) as bar:
+            task = bar.add_task("", total=1.0, stage="start")
+
+            def on_progress(stage: str, fraction: float, message: str) -> None:
+                bar.update(task, completed=fraction, stage=stage, description=message)
+
+            result = prune_to_dir(args.model, spec, work, inputs_path=args.inputs, progress=on_progress)
+        rep = result.report
+        model_file = work / ARTIFACT_NAMES[rep.output_format]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(model_file), out)
+        report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+        shutil.move(str(work / "report.json"), report_path)
+        extra = ""
+        if (work / MANIFEST_NAME).exists():
+            manifest = out.with_name(out.stem + ".manifest.json")
+            shutil.move(str(work / MANIFEST_NAME), manifest)
+            extra = f", manifest {manifest}"
+    except PruneKitError as exc:
+        console.print(f"[red]error ({exc.code}):[/red] {exc}")
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    if not args.quiet:
+        table = Table(title=f"pruned {args.model} → {out}")
+        table.add_column("")
+        table.add_column("before", justify="right")
+        table.add_column("after", justify="right")
+        table.add_column("change", justify="right")
+
+        def row(name: str, a: int, b: int) -> None:
+            change = f"{100.0 * (b - a) / a:+.1f}%" if a > 0 else ""
+            table.add_row(name, f"{a:,}", f"{b:,}", change)
+
+        row("parameters", rep.params_before, rep.params_after)
+        if rep.macs_before > 0:
+            row("MACs (batch 1)", rep.macs_before, rep.macs_after)
+        if rep.file_size_before:
+            row("file bytes", rep.file_size_before, rep.file_size_after)
+        row("channels", rep.channels_before, rep.channels_before - rep.channels_removed)
+        console.print(table)
+        console.print(
+            f"groups pruned {rep.groups_pruned}/{rep.groups_found}; check max relative deviation "
+            f"{rep.check.get('max_rel', 0):.2e} (tolerance {rep.check.get('tolerance')}); report {report_path}{extra}"
+        )
+        for w in rep.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+    return 0
+
+
+def _cmd_architectures(args: argparse.Namespace) -> int:
+    from .registry import get_architecture, list_architectures
+
+    for name in list_architectures():
+        arch = get_architecture(name)
+        shapes = ", ".join(str(i["shape"]) for i in arch.example_inputs)
+        print(f"{name:28s} {shapes:20s} {arch.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prunekit",
+        description="Structured pruning for PyTorch models: remove channels, keep the model working.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "prune",
+        help="prune a model file locally",
+        description="Prune MODEL (TorchScript, a torch.export .pt2 archive, or a state-dict with --arch) and "
+        "write the pruned model to OUT in the same format (or the spec's output_format). Every prune is "
+        "checked against the original with the removed channels masked out; a failed check writes nothing.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="model file: TorchScript (.pt), torch.export (.pt2), state-dict (.pt/.pth/.safetensors)")
+    p.add_argument("--spec", help="spec as a JSON file or inline JSON text")
+    p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
+    p.add_argument("--inputs", help="safetensors file of example inputs (overrides the spec's inputs)")
+    p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (overrides the spec)")
+    p.add_argument("--arch", help="registered architecture name, for state-dict files (see 'prunekit architectures')")
+    p.add_argument("--format", choices=["same", "torchscript", "export", "state_dict"], help="output format")
+    p.add_argument("--importance", choices=["l1", "l2", "bn_scale", "random"], help="channel ranking")
+    p.add_argument("--input-shape", action="append", metavar="N,C,H,W",
+                   help="example input shape, batch first (repeat for several inputs)")
+    p.add_argument("--report", help="where to write the JSON report (default: OUT's stem + .report.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_cmd_prune)
+
+    a = sub.add_parser("architectures", help="list registered architectures (for state-dict uploads)")
+    a.set_defaults(func=_cmd_architectures)
+
+    try:
+        from . import cli_service
+    except ImportError:  # the service extras are optional
+        cli_service = None
+    if cli_service is not None:
+        cli_service.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

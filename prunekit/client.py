@@ -1,0 +1,211 @@
+"""A small Python client for the PruneKit HTTP service.
+
+    from prunekit.client import Client
+    c = Client("http://127.0.0.1:8000", api_key="...")
+    job = c.submit("resnet.pt", {"ratio": 0.3, "inputs": [{"shape": [1, 3, 224, 224]}]})
+    job = c.wait(job["id"])
+    path = c.download(job["id"], dest="out/")
+
+Uploads are streamed from disk and downloads written through a temporary file and checked
+against the server's SHA-256 before they are renamed into place, so neither is ever held in
+memory.  Every non-2xx answer becomes :class:`ServiceError` with the server's code and message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+MODEL_ARTIFACTS = ("model.pt", "model.pt2", "state_dict.pt")
+
+
+class ServiceError(Exception):
+    """The service refused a request (or could not be reached: ``status`` 0)."""
+
+    def __init__(self, status: int, code: str, message: str, details: list | None = None) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})" if status else f"{message} ({code})")
+        self.status, self.code, self.message = status, code, message
+        self.details = details or []
+
+
+def _spec_text(spec: Any) -> str:
+    """A Spec, a dict, JSON text, or a path to a JSON file → JSON text."""
+    if hasattr(spec, "model_dump"):
+        return json.dumps(spec.model_dump(mode="json", exclude_unset=True))
+    if isinstance(spec, dict):
+        return json.dumps(spec)
+    if isinstance(spec, Path):
+        return spec.read_text()
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith("{"):
+            return text
+        if os.path.isfile(spec):
+            return Path(spec).read_text()
+        return text
+    raise TypeError(f"spec must be a Spec, dict, JSON text or path, not {type(spec).__name__}")
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.is_success:
+        return
+    try:
+        resp.read()
+        err = resp.json().get("error", {})
+        code, message, details = err.get("code", "error"), err.get("message", resp.reason_phrase), err.get("details")
+    except (ValueError, AttributeError, httpx.HTTPError):
+        code, message, details = "http_error", f"{resp.status_code} {resp.reason_phrase}", None
+    raise ServiceError(resp.status_code, code, message, details)
+
+
+class Client:
+    """Talks to one PruneKit server.  Usable as a context manager."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *,
+                 timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers,
+                                  timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, url, **kw)
+        except httpx.TransportError as exc:
+            raise ServiceError(0, "connection_error", f"cannot reach {self.base_url}: {exc}") from None
+        _raise_for(resp)
+        return resp
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, model_path: str | Path, spec: Any, inputs: str | Path | None = None) -> dict:
+        """Upload a model and a spec; returns the queued job."""
+        model_path = Path(model_path)
+        with open(model_path, "rb") as model_f:
+            files: dict[str, Any] = {"model": (model_path.name, model_f, "application/octet-stream")}
+            inputs_f = open(inputs, "rb") if inputs else None
+            try:
+                if inputs_f is not None:
+                    files["inputs"] = (Path(inputs).name, inputs_f, "application/octet-stream")  # type: ignore[arg-type]
+                # No read timeout on the upload itself: big models take a while on slow links.
+                return self._request("POST", "/v1/jobs", files=files, data={"spec": _spec_text(spec)},
+                                     timeout=httpx.Timeout(None, connect=10.0)).json()
+            finally:
+                if inputs_f is not None:
+                    inputs_f.close()
+
+    def get(self, job_id: str) -> dict:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> dict:
+        """One page: ``{"jobs": [...], "next_cursor": ...}``."""
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return self._request("GET", "/v1/jobs", params=params).json()
+
+    def iter_jobs(self, status: str | None = None, page_size: int = 50) -> Iterator[dict]:
+        """Every job, newest first, following the cursor."""
+        cursor = None
+        while True:
+            page = self.list(status=status, limit=page_size, cursor=cursor)
+            yield from page["jobs"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_progress: Callable[[dict], None] | None = None, poll_interval: float = 0.5) -> dict:
+        """Poll until the job is succeeded, failed or cancelled; return it (never raises for a
+        failed job: look at ``status`` and ``error``).  Raises TimeoutError after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            job = self.get(job_id)
+            key = (job["status"], job["progress"].get("stage"), job["progress"].get("percent"))
+            if on_progress is not None and key != last:
+                on_progress(job)
+            last = key
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            time.sleep(poll_interval)
+
+    def artifacts(self, job_id: str) -> list[dict]:
+        return self._request("GET", f"/v1/jobs/{job_id}/artifacts").json()["artifacts"]
+
+    def download(self, job_id: str, name: str | None = None, dest: str | Path = ".", *,
+                 on_progress: Callable[[int, int], None] | None = None) -> Path:
+        """Download one artifact (default: the pruned model) to ``dest`` (a file, or a folder
+        where the server's file name is used); verifies its SHA-256.  Returns the path."""
+        arts = self.artifacts(job_id)
+        if name is None:
+            meta = next((a for a in arts if a["name"] in MODEL_ARTIFACTS), None)
+        else:
+            meta = next((a for a in arts if a["name"] == name), None)
+        if meta is None:
+            have = ", ".join(a["name"] for a in arts)
+            raise ServiceError(404, "not_found", f"job {job_id} has no artifact {name or 'model'!r} (it has: {have})")
+        dest = Path(dest)
+        target = dest / meta["filename"] if dest.is_dir() or str(dest).endswith(os.sep) else dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        h = hashlib.sha256()
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{meta['name']}",
+                                   timeout=httpx.Timeout(None, connect=10.0)) as resp:
+                _raise_for(resp)
+                total = int(resp.headers.get("content-length") or meta["size"])
+                expected = resp.headers.get("x-content-sha256", meta["sha256"])
+                done = 0
+                with open(tmp, "wb") as f:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        f.write(chunk)
+                        h.update(chunk)
+                        done += len(chunk)
+                        if on_progress is not None:
+                            on_progress(done, total)
+            if h.hexdigest() != expected:
+                raise ServiceError(0, "checksum_mismatch",
+                                   f"downloaded {meta['name']} does not match its SHA-256; try again")
+            os.replace(tmp, target)
+        except httpx.TransportError as exc:
+            raise ServiceError(0, "connection_error", f"download interrupted: {exc}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def download_all(self, job_id: str, dest_dir: str | Path, *,
+                     on_progress: Callable[[str, int, int], None] | None = None) -> list[Path]:
+        """Every artifact of the job (model, manifest, report) into ``dest_dir``."""
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for a in self.artifacts(job_id):
+            cb = (lambda d, t, n=a["name"]: on_progress(n, d, t)) if on_progress else None
+            out.append(self.download(job_id, a["name"], dest_dir, on_progress=cb))
+        return out
+
+    def delete(self, job_id: str) -> dict | None:
+        """Cancel an active job (returns it) or delete a finished one (returns None)."""
+        resp = self._request("DELETE", f"/v1/jobs/{job_id}")
+        return resp.json() if resp.status_code == 202 else None

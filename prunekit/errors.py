@@ -1,0 +1,80 @@
+"""Errors the engine raises on purpose.
+
+Every failure a user can cause (a bad file, a bad spec, a model we cannot capture, a prune that
+does not check out) is a :class:`PruneKitError` with a stable machine-readable ``code`` and a
+message meant for a person.  The worker stores both in the job record and the service returns
+them as they are, so nothing here may contain a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class PruneKitError(Exception):
+    """Base class: ``code`` is stable and machine-readable, ``str(err)`` is for people."""
+
+    code = "prune_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidModelFile(PruneKitError):
+    """The uploaded bytes are not a model file we can read (empty, truncated, unknown)."""
+
+    code = "invalid_model_file"
+
+
+class UnsafeModelFile(PruneKitError):
+    """A pickle that asks for code to run; refused by ``weights_only=True`` loading."""
+
+    code = "unsafe_model_file"
+
+
+class UnknownArchitecture(PruneKitError):
+    """A state-dict upload names an architecture that is not registered."""
+
+    code = "unknown_architecture"
+
+
+class StateDictMismatch(PruneKitError):
+    """The state-dict does not fit the named architecture."""
+
+    code = "state_dict_mismatch"
+
+
+class InvalidSpec(PruneKitError):
+    """The spec is malformed or does not fit the model (unknown parameter, nothing to prune)."""
+
+    code = "invalid_spec"
+
+
+class CaptureFailed(PruneKitError):
+    """The model could not be captured as one graph (torch.export or TS2EP refused it)."""
+
+    code = "capture_failed"
+
+
+class CheckFailed(PruneKitError):
+    """The pruned model does not match the masked original: the prune is rejected."""
+
+    code = "check_failed"
+
+
+class ExportFailed(PruneKitError):
+    """The pruned model could not be written in the requested format."""
+
+    code = "export_failed"
+
+
+def first_line(exc: BaseException, *, with_type: bool = False, limit: int = 300) -> str:
+    """The first non-empty line of an exception's text: torch's errors carry long C++ traces
+    that must never reach a user."""
+    text = str(exc).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)[:limit]
+    return f"{type(exc).__name__}: {line}" if with_type else line

@@ -1,0 +1,175 @@
+"""Write the pruned graph in the format asked for, atomically, and read it back to prove it.
+
+* ``torchscript``: ``torch.jit.trace`` of the pruned ``GraphModule`` (batch sizes stay dynamic
+  because the graph computes them with ``sym_size``).
+* ``export``: ``torch.export.export`` again, with the dynamic batch, then ``torch.export.save``.
+* ``state_dict``: ``torch.save`` of the tensors plus ``manifest.json`` with every shape, for
+  :func:`prunekit.load_pruned`.
+
+Every file is written under a temporary name and renamed into place, then loaded back and run:
+a file that does not load, or computes something else, is never handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .errors import ExportFailed, first_line
+from .rebuild import MANIFEST_FORMAT, rebuild
+from .registry import build
+from .trace import _dynamic_shapes, _quiet
+
+ARTIFACT_NAMES = {"torchscript": "model.pt", "export": "model.pt2", "state_dict": "state_dict.pt"}
+MANIFEST_NAME = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside ``final``; rename it into place only on success."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from an API running as another user
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _is_size(v: object) -> bool:
+    """A graph value that is an int computed from tensor sizes (not a tensor)."""
+    if not isinstance(v, fx.Node):
+        return False
+    if v.op == "call_method" and v.target == "size":
+        return True
+    val = v.meta.get("val")
+    return isinstance(val, (int, float, torch.SymInt, torch.SymFloat)) or (
+        v.op == "call_function" and not isinstance(v.target, torch._ops.OpOverload)
+        and getattr(v.target, "__module__", "") in ("_operator", "operator", "torch")
+    )
+
+
+def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
+    """Make batch-dependent sizes survive ``torch.jit.trace``.
+
+    The tracer records ``x.size(d)`` as ``aten::size`` and follows it into calls made through
+    torch's Python bindings, but an ``OpOverload`` call turns it into a constant.  So sizes become
+    ``x.size(d)`` and ops that take them are called through ``torch._C._VariableFunctions`` or as
+    tensor methods.
+    """
+    import copy
+
+    gm = copy.deepcopy(gm)
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target in (torch.ops.aten.sym_size.int, torch.ops.aten.size.int):
+            with graph.inserting_before(node):
+                new = graph.call_method("size", (node.args[0], node.args[1]))
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        if not any(_is_size(v) for a in node.args for v in (a if isinstance(a, (list, tuple)) else [a])):
+            continue
+        name = node.target.overloadpacket.__name__
+        if hasattr(torch._C._VariableFunctions, name):
+            node.target = getattr(torch._C._VariableFunctions, name)
+        elif hasattr(torch.Tensor, name):
+            node.op, node.target = "call_method", name
+    gm.recompile()
+    return gm
+
+
+def to_torchscript(gm: fx.GraphModule, example: tuple) -> torch.jit.ScriptModule:
+    """Script the pruned graph (sizes stay dynamic, control flow survives); trace if that fails."""
+    prepared = _traceable_sizes(gm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.jit.script(prepared)
+        except Exception as exc:
+            script_error = first_line(exc, with_type=True)
+        if any(n.op == "call_function" and isinstance(n.target, torch._ops.HigherOrderOperator) for n in gm.graph.nodes):
+            raise ExportFailed(
+                f"the model has control flow that TorchScript tracing would drop and scripting failed ({script_error}); "
+                "ask for output_format 'export'"
+            )
+        try:
+            return torch.jit.trace(prepared, example, check_trace=False, strict=False)
+        except Exception as exc:
+            raise ExportFailed(f"TorchScript conversion of the pruned model failed: {first_line(exc, with_type=True)}") from None
+
+
+def to_export(gm: fx.GraphModule, example: tuple, dynamic: bool) -> "torch.export.ExportedProgram":
+    try:
+        with _quiet():
+            if dynamic:
+                return torch.export.export(gm, example, dynamic_shapes=_dynamic_shapes(len(example)), strict=False)
+            return torch.export.export(gm, example, strict=False)
+    except Exception as exc:
+        raise ExportFailed(f"torch.export of the pruned model failed: {first_line(exc, with_type=True)}") from None
+
+
+def pruned_state_dict(gm: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    sd = gm.state_dict()
+    return {n: sd[n].detach().clone().contiguous() for n in names if n in sd}
+
+
+def write(
+    gm: fx.GraphModule,
+    fmt: str,
+    out_dir: Path,
+    example: tuple,
+    dynamic: bool,
+    *,
+    architecture: str | None = None,
+    state_names: list[str] | None = None,
+) -> tuple[dict[str, Path], Callable[[], nn.Module]]:
+    """Write ``gm`` as ``fmt`` into ``out_dir``; return the artifacts and a loader for the model file."""
+    out_dir = Path(out_dir)
+    path = out_dir / ARTIFACT_NAMES[fmt]
+    if fmt == "torchscript":
+        ts = to_torchscript(gm, example)
+        with atomic_path(path) as tmp:
+            torch.jit.save(ts, str(tmp))
+        return {path.name: path}, lambda: torch.jit.load(str(path), map_location="cpu")
+    if fmt == "export":
+        ep = to_export(gm, example, dynamic)
+        with atomic_path(path) as tmp:
+            torch.export.save(ep, str(tmp))
+        return {path.name: path}, lambda: torch.export.load(str(path)).module()
+    sd = pruned_state_dict(gm, state_names or [n for n, _ in gm.state_dict().items()])
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "architecture": architecture,
+        "shapes": {k: list(v.shape) for k, v in sd.items()},
+        "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in sd.items()},
+    }
+    mpath = out_dir / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        torch.save(sd, str(tmp))
+    with atomic_path(mpath) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+
+    def load() -> nn.Module:
+        if not architecture:
+            raise ExportFailed("a state-dict output needs spec.architecture to be rebuilt")
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        return rebuild(build(architecture), manifest["shapes"], state)
+
+    return {path.name: path, mpath.name: mpath}, load

@@ -1,0 +1,95 @@
+"""Detect what kind of model file some bytes are, from the bytes alone.
+
+File names lie (a ``.pt`` may be TorchScript, a pickled state-dict or an export archive), so the
+engine and the service look inside: TorchScript and ``torch.export`` archives are zip files with
+distinctive members, ``torch.save`` writes a zip around ``data.pkl`` (or a raw pickle in the legacy
+format), and safetensors starts with a little-endian header length followed by JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+from .errors import InvalidModelFile
+
+ModelFormat = Literal["torchscript", "export", "state_dict"]
+
+_PICKLE_PROTOCOL_MARK = 0x80
+
+
+def _is_safetensors(head: bytes, total: int) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= total - 8 and head[8:9] == b"{"
+
+
+def detect_format(source: "str | Path | bytes") -> tuple[ModelFormat, str]:
+    """Return ``(format, container)`` where container is ``zip``, ``pickle`` or ``safetensors``.
+
+    Raises :class:`InvalidModelFile` with a reason a person can act on.
+    """
+    data: bytes | None = None
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        total = len(data)
+        head = data[:64]
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise InvalidModelFile(f"model file not found: {path}")
+        total = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    if total == 0:
+        raise InvalidModelFile("the model file is empty")
+    if head[:4] == b"PK\x03\x04":
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(data) if data is not None else Path(source))
+            names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise InvalidModelFile(f"the model file is a damaged or truncated zip archive ({exc})") from None
+        finally:
+            try:
+                zf.close()  # type: ignore[possibly-undefined]
+            except Exception:
+                pass
+        parts = [n.split("/") for n in names]
+        inner = {p[1] for p in parts if len(p) > 1}
+        leaf = {p[-1] for p in parts}
+        if "models" in inner or "serialized_exported_program.json" in leaf or "archive_format" in leaf:
+            return "export", "zip"
+        if "code" in inner or "constants.pkl" in leaf:
+            return "torchscript", "zip"
+        if "data.pkl" in leaf:
+            return "state_dict", "zip"
+        raise InvalidModelFile(
+            "the zip archive is neither TorchScript (torch.jit.save), a torch.export archive "
+            "(torch.export.save) nor a torch.save file"
+        )
+    if head[:1] == bytes([_PICKLE_PROTOCOL_MARK]):
+        return "state_dict", "pickle"
+    if _is_safetensors(head, total):
+        return "state_dict", "safetensors"
+    raise InvalidModelFile(
+        "unrecognised model file: expected TorchScript, a torch.export .pt2 archive, a torch.save "
+        "state-dict or a .safetensors file"
+    )
+
+
+def safetensors_header(path: Path) -> dict:
+    """Read and parse a safetensors header (used to validate before loading)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 100_000_000:
+            raise InvalidModelFile("safetensors header is implausibly large")
+        raw = f.read(n)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidModelFile("safetensors header is not valid JSON") from None

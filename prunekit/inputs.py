@@ -1,0 +1,79 @@
+"""Example inputs: from the spec, the architecture's defaults, or a safetensors file.
+
+Shapes are batch-first.  Capture uses a batch of 2 (a batch of 1 makes export specialise the batch
+dimension); the check draws fresh random inputs at two batch sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import InvalidSpec
+from .spec import InputSpec
+
+_DTYPES = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+    "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class InputSignature:
+    """Shape (batch first), dtype and, for integers, the range of values to draw."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    low: int = 0
+    high: int = 2
+
+    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        shape = (batch, *self.shape[1:])
+        if self.dtype.is_floating_point:
+            return torch.randn(shape, generator=generator).to(self.dtype)
+        if self.dtype == torch.bool:
+            return torch.randint(0, 2, shape, generator=generator).bool()
+        return torch.randint(self.low, self.high, shape, generator=generator).to(self.dtype)
+
+
+def from_specs(specs: list[InputSpec] | list[dict]) -> list[InputSignature]:
+    out = []
+    for s in specs:
+        s = s if isinstance(s, InputSpec) else InputSpec.model_validate(s)
+        out.append(InputSignature(tuple(s.shape), _DTYPES[s.dtype], s.low, s.high))
+    return out
+
+
+def from_safetensors(path: Path) -> list[InputSignature]:
+    """Inputs in the file's key order, sorted naturally (input_0, input_1, ..., input_10)."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise InvalidSpec(f"the inputs file is not a readable safetensors file: {exc}") from None
+    if not tensors:
+        raise InvalidSpec("the inputs file holds no tensors")
+
+    def natural(key: str) -> tuple:
+        import re
+
+        return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key))
+
+    sigs = []
+    for key in sorted(tensors, key=natural):
+        t = tensors[key]
+        if t.dim() == 0:
+            raise InvalidSpec(f"input {key!r} is a scalar; inputs need a batch dimension")
+        low, high = 0, 2
+        if not t.dtype.is_floating_point and t.dtype != torch.bool and t.numel():
+            low, high = int(t.min()), int(t.max()) + 1
+        sigs.append(InputSignature(tuple(t.shape), t.dtype, low, high))
+    return sigs
+
+
+def sample_inputs(sigs: list[InputSignature], batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(s.sample(batch, g) for s in sigs)

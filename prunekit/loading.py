@@ -1,0 +1,173 @@
+"""Read a model file into memory without running anything it contains.
+
+* TorchScript: ``torch.jit.load`` (TorchScript code is interpreted by torch, never Python).
+* ``torch.export`` archives: ``torch.export.load``.
+* State-dicts: ``torch.load(weights_only=True)`` (a pickle that asks for code is refused) or
+  safetensors, then loaded into an architecture built from the registry by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import InvalidModelFile, InvalidSpec, StateDictMismatch, UnsafeModelFile, first_line
+from .formats import ModelFormat, detect_format
+from .registry import get_architecture
+
+
+@dataclass
+class LoadedModel:
+    """A model file read into memory, ready to be captured as a graph."""
+
+    format: ModelFormat
+    size_bytes: int
+    module: nn.Module | None = None  # eager module (state-dict uploads) or ScriptModule
+    program: "torch.export.ExportedProgram | None" = None
+    architecture: str | None = None
+    param_names: set[str] = field(default_factory=set)
+
+
+def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
+    """Accept the common wrappers ({"state_dict": ...}, {"model": ...}) around a state-dict."""
+    for _ in range(2):
+        if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj  # type: ignore[return-value]
+        if isinstance(obj, dict):
+            for key in ("state_dict", "model_state_dict", "model"):
+                if isinstance(obj.get(key), dict):
+                    obj = obj[key]
+                    break
+            else:
+                break
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj  # type: ignore[return-value]
+    raise InvalidModelFile("the file holds a pickle but not a state-dict (a mapping of names to tensors)")
+
+
+def read_state_dict(path: Path, container: str) -> dict[str, torch.Tensor]:
+    if container == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise InvalidModelFile(f"damaged safetensors file: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            first = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "GLOBAL" in line), "")
+            raise UnsafeModelFile(
+                "the pickle asks to import or call code, which is never done for uploads "
+                f"(loaded with weights_only=True). {first}".strip()
+            ) from None
+        raise InvalidModelFile(f"the pickle could not be read: {text.splitlines()[0] if text else exc}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidModelFile(f"the state-dict file is damaged or truncated: {first}") from None
+    return _unwrap_state_dict(obj)
+
+
+def build_from_state_dict(architecture: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Instantiate ``architecture`` and load ``state`` strictly, explaining any mismatch."""
+    module = get_architecture(architecture).factory()
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"shape mismatches {len(wrong)} (e.g. {'; '.join(wrong[:3])})")
+        raise StateDictMismatch(f"the state-dict does not fit architecture {architecture!r}: " + ", ".join(parts))
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
+_UNPICKLE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _weights_only_unpickling():
+    """Force every unpickle inside ``torch.export.load`` to ``weights_only=True``.
+
+    A ``.pt2`` archive may carry pickled payloads (``use_pickle`` weights, opaque constants,
+    sample inputs) that torch would otherwise unpickle with ``weights_only=False``, i.e. run code
+    from the upload.  Inside this block such payloads load as plain tensors or are refused.
+    """
+    from torch.export.pt2_archive import _package
+
+    real_load = torch.load
+
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(f, *args, **kwargs)
+
+    def refuse(*_args, **_kwargs):
+        raise UnsafeModelFile("the export archive holds pickled objects, which are never unpickled for uploads")
+
+    real_pickle = _package.pickle
+    real_obj = torch._C._pickle_load_obj
+    fake_pickle = type("_NoPickle", (), {"loads": staticmethod(refuse), "load": staticmethod(refuse)})
+    with _UNPICKLE_LOCK:
+        torch.load = safe_load
+        _package.pickle = fake_pickle
+        torch._C._pickle_load_obj = refuse
+        try:
+            yield
+        finally:
+            torch.load = real_load
+            _package.pickle = real_pickle
+            torch._C._pickle_load_obj = real_obj
+
+
+def load_model(path: "str | Path", *, architecture: str | None = None) -> LoadedModel:
+    """Read the file at ``path``; state-dicts need ``architecture``."""
+    path = Path(path)
+    fmt, container = detect_format(path)
+    size = path.stat().st_size
+    if fmt == "torchscript":
+        try:
+            ts = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError with long C++ traces
+            raise InvalidModelFile(f"TorchScript archive could not be loaded: {first_line(exc)}") from None
+        ts.eval()
+        names = {n for n, _ in ts.named_parameters()}
+        return LoadedModel(fmt, size, module=ts, param_names=names)
+    if fmt == "export":
+        try:
+            with _weights_only_unpickling():
+                ep = torch.export.load(str(path))
+        except UnsafeModelFile:
+            raise
+        except pickle.UnpicklingError as exc:
+            raise UnsafeModelFile(f"the export archive holds a pickle that asks to run code: {first_line(exc)}") from None
+        except Exception as exc:
+            raise InvalidModelFile(f"torch.export archive could not be loaded: {first_line(exc)}") from None
+        names = set(ep.graph_signature.parameters)
+        return LoadedModel(fmt, size, program=ep, param_names=names)
+    if not architecture:
+        raise InvalidSpec("a state-dict upload needs spec.architecture (the registered architecture name)")
+    state = read_state_dict(path, container)
+    module = build_from_state_dict(architecture, state)
+    names = {n for n, _ in module.named_parameters()}
+    return LoadedModel(fmt, size, module=module, architecture=architecture, param_names=names)
+

@@ -1,0 +1,74 @@
+"""Counting what pruning saves: parameters and multiply-accumulates."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+aten = torch.ops.aten
+_GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _recurrent_flops(gates: int):
+    """FLOPs of a fused recurrent op (torch's counter has no formula for it): per time step and
+    sample, each layer and direction does ``G*H*(in + H)`` multiply-adds."""
+
+    def flops(x_shape, hx_shape, params_shapes, has_biases, num_layers, dropout, train, bidirectional,
+              batch_first, *args, out_shape=None, **kwargs) -> int:
+        steps = x_shape[0] * x_shape[1] if len(x_shape) == 3 else x_shape[0]
+        per = 4 if has_biases else 2
+        total = 0
+        for i in range(0, len(params_shapes), per):
+            w_ih, w_hh = params_shapes[i], params_shapes[i + 1]
+            total += w_ih[0] * (w_ih[1] + w_hh[1])
+        return 2 * steps * total
+
+    return flops
+
+
+def _shape_of(x):
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape)
+    if isinstance(x, (list, tuple)):
+        return [_shape_of(v) for v in x]
+    return x
+
+
+def _mapping() -> dict:
+    out = {}
+    for name, gates in _GATES.items():
+        op = getattr(aten, name, None)
+        if op is not None and hasattr(op, "input"):
+            fn = _recurrent_flops(gates)
+            out[op.input] = lambda *a, _fn=fn, out_val=None, **k: _fn(*[_shape_of(v) for v in a], **k)
+    return out
+
+
+def count_macs(module: nn.Module, inputs: tuple) -> int:
+    """MACs of one forward pass at the given inputs (FLOPs of matmul-like ops / 2).
+
+    Runs on fake tensors (shapes only, no arithmetic), falling back to a real pass for ops that
+    have no fake implementation; -1 if neither works.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for fake in (True, False):
+        try:
+            with torch.no_grad(), contextlib.ExitStack() as stack:
+                args = inputs
+                if fake:
+                    mode = stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
+                    args = tuple(mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in inputs)
+                counter = stack.enter_context(FlopCounterMode(display=False, custom_mapping=_mapping()))
+                module(*args)
+            return int(counter.get_total_flops() // 2)
+        except Exception:
+            continue
+    return -1

@@ -1,0 +1,59 @@
+"""The masked original: the reference every pruned model is checked against.
+
+A copy of the original graph in which every tensor that carries a removed channel is multiplied by
+a 0/1 mask right after it is produced.  Removed channels are therefore zero wherever they are
+consumed, and the kept outputs of this model are what the physically pruned model must compute.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from .resolve import Analysis
+
+aten = torch.ops.aten
+
+
+def _mask_for(shape: tuple[int, ...], lab: tuple, kept) -> torch.Tensor | None:
+    mask = None
+    for dim, d in enumerate(lab):
+        if d is None:
+            continue
+        keep = kept(d)
+        if keep.all():
+            continue
+        view = [1] * len(shape)
+        view[dim] = shape[dim]
+        m = torch.from_numpy(keep.astype(np.float32)).reshape(view)
+        mask = m if mask is None else mask * m
+    return mask
+
+
+def masked_original(gm: fx.GraphModule, analysis: Analysis, kept) -> fx.GraphModule:
+    m = copy.deepcopy(gm)
+    count = 0
+    for node in list(m.graph.nodes):
+        if node.op in ("output", "placeholder"):
+            continue
+        lab = analysis.labels.get(node.name)
+        dtype = analysis.dtypes.get(node.name)
+        if not isinstance(lab, tuple) or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            continue
+        shape = analysis.shapes[node.name]
+        mask = _mask_for(shape, lab, kept)
+        if mask is None:
+            continue
+        name = f"_prunekit_mask_{count}"
+        count += 1
+        m.register_buffer(name, mask.to(dtype))
+        with m.graph.inserting_after(node):
+            mask_node = m.graph.get_attr(name)
+        with m.graph.inserting_after(mask_node):
+            mul = m.graph.call_function(aten.mul.Tensor, (node, mask_node))
+        node.replace_all_uses_with(mul, delete_user_cb=lambda user: user is not mul)
+    m.recompile()
+    return m

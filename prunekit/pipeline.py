@@ -1,0 +1,270 @@
+"""Public entry points: :func:`prune` (in memory) and :func:`prune_to_dir` (files in, files out).
+
+The stages, in order, each reported through the progress callback:
+
+``load`` → ``capture`` → ``analyse`` → ``rank`` → ``remove`` → ``check`` → ``export``
+
+Nothing is returned or written unless the check passed: the pruned model computes what the
+original computes with the removed channels zeroed.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from . import check as check_mod
+from . import export as export_mod
+from .errors import ExportFailed, InvalidSpec, first_line
+from .inputs import InputSignature, from_safetensors, from_specs, sample_inputs
+from .loading import LoadedModel, load_model
+from .metrics import count_macs, count_parameters
+from .mock import masked_original
+from .rank import plan as make_plan
+from .rebuild import frozen_tensors
+from .registry import get_architecture
+from .report import LayerChange, PruneReport
+from .resolve import analyse
+from .spec import Spec, parse_spec
+from .surgery import Rewriter, apply, removed_atoms
+from .trace import capture
+
+ProgressCallback = Callable[[str, float, str], None]
+"""``(stage, fraction, message)``: ``fraction`` is the overall progress, from 0 to 1."""
+
+STAGES = ("load", "capture", "analyse", "rank", "remove", "check", "export")
+_SPAN = {"load": (0.0, 0.05), "capture": (0.05, 0.3), "analyse": (0.3, 0.45), "rank": (0.45, 0.5),
+         "remove": (0.5, 0.55), "check": (0.55, 0.75), "export": (0.75, 1.0)}
+ARTIFACT_NAMES = export_mod.ARTIFACT_NAMES
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module                              # the pruned model, runnable
+    report: PruneReport
+    artifacts: dict[str, Path] = field(default_factory=dict)  # file name -> path (prune_to_dir)
+
+
+class _Progress:
+    def __init__(self, cb: ProgressCallback | None, report: PruneReport) -> None:
+        self.cb, self.report, self.t0, self.stage = cb, report, time.perf_counter(), None
+
+    def start(self, stage: str, message: str) -> None:
+        self.finish()
+        self.stage, self.t0 = stage, time.perf_counter()
+        if self.cb:
+            self.cb(stage, _SPAN[stage][0], message)
+
+    def tick(self, within: float, message: str) -> None:
+        """Progress inside a long stage (also where a caller may cancel by raising)."""
+        if self.cb and self.stage is not None:
+            lo, hi = _SPAN[self.stage]
+            self.cb(self.stage, lo + (hi - lo) * min(max(within, 0.0), 0.99), message)
+
+    def finish(self) -> None:
+        if self.stage is not None:
+            self.report.timings[self.stage] = round(time.perf_counter() - self.t0, 4)
+            if self.cb:
+                self.cb(self.stage, _SPAN[self.stage][1], f"{self.stage} done")
+            self.stage = None
+
+
+def _signatures(spec: Spec, loaded: LoadedModel, inputs: Path | None) -> list[InputSignature]:
+    if inputs is not None:
+        return from_safetensors(Path(inputs))
+    if spec.inputs:
+        return from_specs(spec.inputs)
+    if loaded.architecture:
+        defaults = get_architecture(loaded.architecture).example_inputs
+        if defaults:
+            return from_specs(defaults)
+    raise InvalidSpec("inputs: the spec gives no example inputs (add inputs: [{\"shape\": [...], \"dtype\": ...}])")
+
+
+def _load_any(model: Any, spec: Spec) -> LoadedModel:
+    if isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule):
+        names = {n for n, _ in model.named_parameters()}
+        return LoadedModel("state_dict", 0, module=model.eval(), architecture=spec.architecture, param_names=names)
+    if isinstance(model, torch.jit.ScriptModule):
+        return LoadedModel("torchscript", 0, module=model.eval(), param_names={n for n, _ in model.named_parameters()})
+    if isinstance(model, (bytes, bytearray)):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as f:
+            f.write(model)
+        try:
+            loaded = load_model(f.name, architecture=spec.architecture)
+        finally:
+            Path(f.name).unlink(missing_ok=True)
+        return loaded
+    return load_model(Path(model), architecture=spec.architecture)
+
+
+def _tensors(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    out = dict(gm.named_parameters())
+    out.update(dict(gm.named_buffers()))
+    return out
+
+
+def _run(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
+         out_dir: Path | None) -> PruneResult:
+    with warnings.catch_warnings():
+        # torch's export/deepcopy machinery warns about its own internals; our report says what matters
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+        return _run_stages(model, spec, inputs, progress, out_dir)
+
+
+def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
+                out_dir: Path | None) -> PruneResult:
+    report = PruneReport(input_format="", output_format="")
+    prog = _Progress(progress, report)
+
+    prog.start("load", "reading the model")
+    loaded = _load_any(model, spec)
+    report.input_format = loaded.format
+    report.architecture = loaded.architecture
+    report.file_size_before = loaded.size_bytes
+    out_fmt = loaded.format if spec.output_format == "same" else spec.output_format
+    report.output_format = out_fmt
+    sigs = _signatures(spec, loaded, inputs)
+
+    prog.start("capture", f"capturing the {loaded.format} model as a graph")
+    cap = capture(loaded, sigs, seed=spec.seed)
+    gm = cap.gm
+    report.dynamic_batch = cap.dynamic_batch
+    report.warnings.extend(cap.warnings)
+    example2 = sample_inputs(sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
+
+    prog.start("analyse", "finding coupled channels")
+    eager = out_fmt == "state_dict" and out_dir is not None  # the architecture's own forward will run it
+    frozen = frozen_tensors(loaded.module) if eager and isinstance(loaded.module, nn.Module) and not isinstance(loaded.module, torch.jit.ScriptModule) else {}
+    analysis = analyse(gm, cap.example, example2, frozen=frozen, eager=eager)
+    report.barriers = [{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers]
+    for op in sorted({b.op for b in analysis.barriers}):
+        report.warnings.append(f"channels stop at {op}: no channel rule (they are kept)")
+
+    prog.start("rank", f"ranking channels by {spec.importance}")
+    tensors = _tensors(gm)
+    plan = make_plan(analysis, tensors, spec)
+    report.warnings.extend(plan.warnings)
+    report.groups_found = len(plan.groups)
+    report.groups_pruned = sum(1 for g in plan.groups if g.remove is not None and len(g.remove))
+    report.channels_before = sum(len(g.roots) for g in plan.groups)
+    report.channels_removed = len(plan.removed)
+    report.groups = [g.to_dict() for g in plan.groups]
+
+    prog.start("remove", f"removing {len(plan.removed)} channels")
+    roots = analysis.atoms.roots()
+    gone = removed_atoms(analysis, plan.removed, roots)
+    pruned = apply(gm, analysis, gone)
+    kept = Rewriter(analysis, gone).kept
+    after = _tensors(pruned)
+    report.layers = [
+        LayerChange(n, list(t.shape), list(after[n].shape))
+        for n, t in tensors.items()
+        if n in after and tuple(after[n].shape) != tuple(t.shape)
+    ]
+
+    prog.start("check", "comparing with the masked original")
+    masked = masked_original(gm, analysis, kept)
+    prog.tick(0.2, "running the pruned model and the masked original")
+    batches = [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
+    result = check_mod.verify(pruned, masked, analysis.output_labels, kept, sigs, batches, spec.seed, spec.tolerance)
+    report.check = result.to_dict()
+    prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
+    one = sample_inputs(sigs, 1 if cap.dynamic_batch else int(cap.example[0].shape[0]), spec.seed)
+    report.macs_before = count_macs(gm, one)
+    report.macs_after = count_macs(pruned, one)
+    report.params_before = count_parameters(gm)
+    report.params_after = count_parameters(pruned)
+
+    artifacts: dict[str, Path] = {}
+    final_model: nn.Module = pruned
+    if out_dir is not None:
+        prog.start("export", f"writing {out_fmt}")
+        state_names = list(_original_state_names(loaded, gm))
+        artifacts, load_back = export_mod.write(
+            pruned, out_fmt, Path(out_dir), cap.example, cap.dynamic_batch,
+            architecture=loaded.architecture or spec.architecture, state_names=state_names,
+        )
+        prog.tick(0.6, "loading the written model back to prove it")
+        final_model = _prove_artifact(load_back, pruned, sigs, batches, spec, artifacts)
+        report.params_after = count_parameters(final_model)
+        model_file = artifacts[ARTIFACT_NAMES[out_fmt]]
+        report.file_size_after = model_file.stat().st_size
+        prog.finish()
+        report_path = Path(out_dir) / "report.json"
+        with export_mod.atomic_path(report_path) as tmp:
+            tmp.write_text(report.to_json())
+        artifacts["report.json"] = report_path
+    else:
+        prog.finish()
+    return PruneResult(model=final_model, report=report, artifacts=artifacts)
+
+
+def _original_state_names(loaded: LoadedModel, gm: fx.GraphModule) -> list[str]:
+    if loaded.module is not None and not isinstance(loaded.module, torch.jit.ScriptModule):
+        return list(loaded.module.state_dict().keys())
+    return list(gm.state_dict().keys())
+
+
+def _prove_artifact(load_back, pruned: nn.Module, sigs, batches, spec: Spec, artifacts: dict[str, Path]) -> nn.Module:
+    """Load the written file and make sure it computes what the checked pruned graph computes."""
+    try:
+        model = load_back()
+    except ExportFailed:
+        _remove(artifacts)
+        raise
+    except Exception as exc:
+        _remove(artifacts)
+        raise ExportFailed(f"the written model does not load back: {first_line(exc)}") from None
+    for i, b in enumerate(sorted(set(batches) | ({7} if batches[0] != batches[-1] else set()))):
+        x = sample_inputs(sigs, b, spec.seed + 99 + i)
+        with torch.no_grad():
+            try:
+                got = model(*x)
+            except Exception as exc:
+                _remove(artifacts)
+                raise ExportFailed(
+                    f"the written model does not run at batch {b}: {first_line(exc)}"
+                    + ("; the architecture's forward may hard-code widths, ask for output_format 'torchscript' or 'export'"
+                       if spec.output_format == "state_dict" or "state_dict.pt" in artifacts else "")
+                ) from None
+            ref = pruned(*x)
+        gf, rf = torch.utils._pytree.tree_flatten(got)[0], torch.utils._pytree.tree_flatten(ref)[0]
+        for g, r in zip(gf, rf):
+            if isinstance(g, torch.Tensor) and (g.shape != r.shape or not torch.allclose(g.double(), r.double(), rtol=1e-4, atol=1e-5)):
+                _remove(artifacts)
+                raise ExportFailed(f"the written model computes something else than the checked pruned model at batch {b}")
+    return model
+
+
+def _remove(artifacts: dict[str, Path]) -> None:
+    for p in artifacts.values():
+        Path(p).unlink(missing_ok=True)
+
+
+def prune(model: Any, spec: "Spec | dict | str | Path", *, inputs: "str | Path | None" = None,
+          progress: ProgressCallback | None = None) -> PruneResult:
+    """Prune ``model`` (a file path, bytes, an ``nn.Module`` or a ``ScriptModule``) following ``spec``.
+
+    Returns the pruned, checked model (a ``torch.fx.GraphModule``) and its report; writes nothing.
+    Raises :class:`prunekit.PruneKitError` subclasses for anything the caller can fix.
+    """
+    return _run(model, parse_spec(spec), Path(inputs) if inputs else None, progress, None)
+
+
+def prune_to_dir(model_path: "str | Path", spec: "Spec | dict | str | Path", out_dir: "str | Path", *,
+                 inputs_path: "str | Path | None" = None, progress: ProgressCallback | None = None) -> PruneResult:
+    """Prune the file at ``model_path`` and write the model, ``report.json`` (and for state-dict
+    outputs ``manifest.json``) into ``out_dir``, each file atomically.  ``result.model`` is the
+    written model loaded back."""
+    return _run(Path(model_path), parse_spec(spec), Path(inputs_path) if inputs_path else None, progress, Path(out_dir))

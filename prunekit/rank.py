@@ -1,0 +1,273 @@
+"""Group the removable channels, rank them, and choose which to remove.
+
+A *channel* is one connected component of atoms.  Channels that touch exactly the same tensor
+dimensions (``conv1.weight`` dim 0, ``bn1.weight`` dim 0, ``conv2.weight`` dim 1, ...) form a
+*group*; ratios apply per group, like "remove 30% of this layer's filters".  Importance of a channel
+is summed over every weight slice it would remove.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import InvalidSpec
+from .resolve import Analysis
+from .spec import Spec
+
+Slot = tuple[str, int]  # (tensor attribute, dimension)
+
+
+@dataclass
+class Group:
+    slots: tuple[Slot, ...]
+    roots: np.ndarray                # one root atom per channel, in index order of the leader
+    output: bool                     # reaches the model's output
+    importance: np.ndarray | None = None
+    remove: np.ndarray | None = None  # roots chosen for removal
+
+    @property
+    def leader(self) -> str:
+        for name, dim in self.slots:
+            if dim == 0:
+                return name
+        return self.slots[0][0]
+
+    def to_dict(self) -> dict:
+        return {
+            "leader": self.leader,
+            "channels": int(len(self.roots)),
+            "removed": int(0 if self.remove is None else len(self.remove)),
+            "reaches_output": self.output,
+            "tensors": [f"{n}:{d}" for n, d in self.slots],
+        }
+
+
+@dataclass
+class Plan:
+    groups: list[Group]
+    removed: set[int]                  # roots of removed channels
+    pinned_reasons: dict[str, str] = field(default_factory=dict)  # leader -> why its channels stay
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Group], dict[int, list[Slot]], np.ndarray]:
+    """Return the prunable groups, every component's slots, and the root of every atom."""
+    roots = a.atoms.roots()
+    comp_slots: dict[int, list[Slot]] = {}
+    first_index: dict[int, int] = {}
+    for name, lab in a.attr_labels.items():
+        if name not in tensors:
+            continue
+        for dim, arr in enumerate(lab):
+            if arr is None:
+                continue
+            rs = roots[arr[arr >= 0]]
+            for i, r in enumerate(np.unique(rs).tolist()):
+                comp_slots.setdefault(r, []).append((name, dim))
+            for idx, r in zip(np.nonzero(arr >= 0)[0].tolist(), rs.tolist()):
+                first_index.setdefault(r, idx)
+    by_sig: dict[tuple, list[int]] = {}
+    for r, slots in comp_slots.items():
+        if r in a.atoms.hard:
+            continue
+        by_sig.setdefault(tuple(sorted(set(slots))), []).append(r)
+    groups = []
+    for sig, rs in by_sig.items():
+        rs.sort(key=lambda r: first_index.get(r, 0))
+        groups.append(Group(slots=sig, roots=np.array(rs, dtype=np.int64), output=any(r in a.atoms.output for r in rs)))
+    groups.sort(key=lambda g: (g.leader, g.slots))
+    return groups, comp_slots, roots
+
+
+def _scores(a: Analysis, tensors: dict[str, torch.Tensor], roots: np.ndarray, kind: str, bn_weights: set[str]) -> np.ndarray:
+    """Importance of every component, indexed by root atom."""
+    total = np.zeros(len(roots), dtype=np.float64)
+    for name, lab in a.attr_labels.items():
+        t = tensors.get(name)
+        if t is None or not t.is_floating_point():
+            continue
+        if kind == "bn_scale" and name not in bn_weights:
+            continue
+        t = t.detach().double()
+        for dim, arr in enumerate(lab):
+            if arr is None or t.dim() == 0:
+                continue
+            moved = t.movedim(dim, 0).reshape(t.shape[dim], -1)
+            if kind == "l1":
+                s = moved.abs().sum(1)
+            elif kind == "bn_scale":
+                s = moved.abs().sum(1)
+            else:
+                s = moved.pow(2).sum(1)
+            s = s.numpy()
+            ok = arr >= 0
+            np.add.at(total, roots[arr[ok]], s[ok])
+    return total
+
+
+def _bn_weights(a: Analysis) -> set[str]:
+    out = set()
+    for node in a.gm.graph.nodes:
+        if node.op == "call_function" and "batch_norm" in str(node.target) and len(node.args) > 1:
+            w = node.args[1]
+            if getattr(w, "op", None) == "get_attr":
+                out.add(w.target)
+    return out
+
+
+def _known_names(tensors: dict[str, torch.Tensor], names: list[str], field_name: str) -> None:
+    for n in names:
+        if n not in tensors:
+            close = difflib.get_close_matches(n, list(tensors), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise InvalidSpec(f"{field_name}: parameter {n!r} is not in the model{hint}")
+
+
+def _keep_count(n: int, ratio: float, spec: Spec) -> int:
+    keep = n - int(math.floor(ratio * n + 1e-9))
+    keep = max(keep, min(spec.min_channels, n))
+    if spec.round_to > 1:
+        keep = min(n, int(math.ceil(keep / spec.round_to) * spec.round_to))
+    return keep
+
+
+def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
+    """Choose the channels to remove, following ``spec``."""
+    _known_names(tensors, list(spec.layers), "layers")
+    _known_names(tensors, list(spec.ignore), "ignore")
+    _known_names(tensors, [c.param for c in spec.channels], "channels")
+    groups, comp_slots, roots = find_groups(a, tensors)
+    warnings: list[str] = []
+
+    bn = _bn_weights(a)
+    kind = spec.importance
+    if kind == "random":
+        rng = np.random.default_rng(spec.seed)
+        scores = rng.random(len(roots))
+    else:
+        if kind == "bn_scale" and not bn:
+            warnings.append("importance bn_scale: the model has no batch norm; ranked by l2 instead")
+            kind = "l2"
+        scores = _scores(a, tensors, roots, kind, bn)
+        if kind == "bn_scale":
+            fallback = _scores(a, tensors, roots, "l2", bn)
+    for g in groups:
+        g.importance = scores[g.roots]
+        if kind == "bn_scale" and not any(n in bn for n, _ in g.slots):
+            g.importance = fallback[g.roots]
+
+    def groups_with(name: str) -> list[Group]:
+        return [g for g in groups if (name, 0) in g.slots]
+
+    def why_pinned(name: str) -> str:
+        lab = a.attr_labels.get(name)
+        if lab is None or lab[0] is None:
+            return "it has a single output channel"
+        for atom in lab[0][lab[0] >= 0][:1].tolist():
+            r = roots[atom]
+            return a.atoms.hard.get(r, "it reaches the model output")
+        return "no prunable channels"
+
+    ignored = set(spec.ignore)
+    removed: set[int] = set()
+    per_group_ratio: dict[int, float] = {}
+    for gi, g in enumerate(groups):
+        if any((n, 0) in g.slots for n in ignored):
+            continue
+        named = [spec.layers[n] for n, d in g.slots if d == 0 and n in spec.layers]
+        if named:
+            per_group_ratio[gi] = max(named)
+        elif spec.ratio > 0 and not g.output:
+            per_group_ratio[gi] = spec.ratio
+    for name in spec.layers:
+        if not groups_with(name):
+            raise InvalidSpec(f"layers: the output channels of {name!r} cannot be pruned: {why_pinned(name)}")
+
+    if spec.global_ranking and spec.ratio > 0:
+        pool = [gi for gi, r in per_group_ratio.items() if not any(n in spec.layers for n, d in groups[gi].slots if d == 0)]
+        explicit = [gi for gi in per_group_ratio if gi not in pool]
+        _choose_global(groups, pool, spec, removed)
+        for gi in explicit:
+            _choose_local(groups[gi], per_group_ratio[gi], spec, removed)
+    else:
+        for gi, r in per_group_ratio.items():
+            _choose_local(groups[gi], r, spec, removed)
+
+    root_group = {int(r): g for g in groups for r in g.roots.tolist()}
+    for entry in spec.channels:
+        if entry.param in ignored:
+            raise InvalidSpec(f"channels: {entry.param!r} is also listed in ignore")
+        lab = a.attr_labels[entry.param]
+        n0 = tensors[entry.param].shape[0] if tensors[entry.param].dim() else 0
+        bad = [c for c in entry.channels if c >= n0]
+        if bad:
+            raise InvalidSpec(f"channels: {entry.param!r} has {n0} output channels; index {bad[0]} is out of range")
+        for c in entry.channels:
+            atom = lab[0][c] if lab[0] is not None else -1
+            r = int(roots[atom]) if atom >= 0 else -1
+            if r < 0 or r not in root_group:
+                raise InvalidSpec(
+                    f"channels: channel {c} of {entry.param!r} cannot be removed: {a.atoms.hard.get(r, why_pinned(entry.param))}"
+                )
+            removed.add(r)
+    for g in groups:
+        mask = np.isin(g.roots, np.fromiter(removed, dtype=np.int64, count=len(removed))) if removed else np.zeros(len(g.roots), bool)
+        g.remove = g.roots[mask]
+        if len(g.roots) and mask.all():
+            raise InvalidSpec(f"the spec would remove every channel of the group led by {g.leader!r}")
+    if not removed:
+        free = [g for g in groups if not g.output and not any((n, 0) in g.slots for n in ignored)]
+        if not groups:
+            stops = sorted({b.op for b in a.barriers})
+            reason = "no channel group in this model can be pruned (every channel is pinned" + (
+                f"; channels stop at {', '.join(stops)}, which have no channel rule)" if stops else ")")
+        elif not free and spec.ratio > 0:
+            reason = ("the only prunable groups reach the model output or are ignored; name their parameters "
+                      "in layers or channels to prune them")
+        else:
+            reason = f"ratio {spec.ratio} removes less than one channel from every group"
+        raise InvalidSpec(f"nothing to prune: {reason}")
+    return Plan(groups=groups, removed=removed, warnings=warnings)
+
+
+def _choose_local(g: Group, ratio: float, spec: Spec, removed: set[int]) -> None:
+    n = len(g.roots)
+    keep = _keep_count(n, ratio, spec)
+    if keep >= n:
+        return
+    order = np.argsort(g.importance, kind="stable")
+    removed.update(int(r) for r in g.roots[order[: n - keep]].tolist())
+
+
+def _choose_global(groups: list[Group], pool: list[int], spec: Spec, removed: set[int]) -> None:
+    """Rank channels of all pooled groups together, each normalised by its group's mean."""
+    if not pool:
+        return
+    cands = []
+    for gi in pool:
+        g = groups[gi]
+        mean = float(np.mean(g.importance)) or 1.0
+        for r, s in zip(g.roots.tolist(), (g.importance / mean).tolist()):
+            cands.append((s, gi, r))
+    cands.sort()
+    budget = int(math.floor(spec.ratio * len(cands)))
+    taken: dict[int, list[int]] = {gi: [] for gi in pool}
+    for s, gi, r in cands:
+        if budget <= 0:
+            break
+        n = len(groups[gi].roots)
+        if n - len(taken[gi]) - 1 < max(1, spec.min_channels):
+            continue
+        taken[gi].append(r)
+        budget -= 1
+    for gi, rs in taken.items():
+        n = len(groups[gi].roots)
+        keep = n - len(rs)
+        if spec.round_to > 1:
+            keep = min(n, int(math.ceil(keep / spec.round_to) * spec.round_to))
+        removed.update(rs[: n - keep])

@@ -1,0 +1,109 @@
+"""Architecture registry: name → factory building an ``nn.Module``.
+
+State-dict uploads carry weights but no code, so the service must build the module itself from a
+*name*.  The project's reference zoo registers itself under ``zoo:*``; other packages add theirs
+through the entry-point group ``prunekit.architectures`` (``name = "pkg.module:factory"``), so a
+deployment can support its own models without touching PruneKit.  Uploaded files never supply
+code: only installed factories are ever called.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable
+
+import torch.nn as nn
+
+from .errors import UnknownArchitecture
+
+ENTRY_POINT_GROUP = "prunekit.architectures"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture.
+
+    ``example_inputs`` are spec-style dicts (``{"shape": [...], "dtype": "float32"}``) used when a
+    spec gives no inputs of its own.
+    """
+
+    name: str
+    factory: Callable[[], nn.Module]
+    example_inputs: list[dict] = field(default_factory=list)
+    description: str = ""
+    scriptable: bool = True
+
+
+_REGISTRY: dict[str, Architecture] = {}
+_entry_points_loaded = False
+
+
+def register(
+    name: str,
+    *,
+    example_inputs: list[dict] | None = None,
+    description: str = "",
+    scriptable: bool = True,
+) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Decorator registering ``factory`` under ``name`` (later registrations replace earlier ones)."""
+
+    def deco(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        _REGISTRY[name] = Architecture(
+            name=name,
+            factory=factory,
+            example_inputs=list(example_inputs or []),
+            description=description or (factory.__doc__ or "").strip().split("\n")[0],
+            scriptable=scriptable,
+        )
+        return factory
+
+    return deco
+
+
+def _load_builtin_and_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from . import zoo  # noqa: F401  (registers the reference architectures)
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not take the registry down
+            import warnings
+
+            warnings.warn(f"architecture entry point {ep.name!r} failed to load: {exc}", stacklevel=2)
+            continue
+        if isinstance(obj, Architecture):
+            _REGISTRY[ep.name] = obj
+        elif callable(obj):
+            _REGISTRY[ep.name] = Architecture(name=ep.name, factory=obj)
+
+
+def list_architectures() -> list[str]:
+    _load_builtin_and_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look ``name`` up; an unknown name lists what is registered and the closest matches."""
+    _load_builtin_and_entry_points()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        names = sorted(_REGISTRY)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownArchitecture(
+            f"unknown architecture {name!r}.{hint} Registered: {', '.join(names)}"
+        ) from None
+
+
+def build(name: str) -> nn.Module:
+    """Instantiate a registered architecture in eval mode."""
+    return get_architecture(name).factory().eval()

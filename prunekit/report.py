@@ -1,0 +1,53 @@
+"""The prune report: what changed, what was checked, where the time went."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class LayerChange:
+    name: str
+    shape_before: list[int]
+    shape_after: list[int]
+
+
+@dataclass
+class PruneReport:
+    input_format: str
+    output_format: str
+    architecture: str | None = None
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    file_size_before: int = 0
+    file_size_after: int = 0
+    dynamic_batch: bool = True
+    channels_before: int = 0
+    channels_removed: int = 0
+    groups_found: int = 0
+    groups_pruned: int = 0
+    layers: list[LayerChange] = field(default_factory=list)
+    groups: list[dict] = field(default_factory=list)
+    barriers: list[dict] = field(default_factory=list)
+    check: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def param_reduction(self) -> float:
+        return 100.0 * (1 - self.params_after / self.params_before) if self.params_before else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["param_reduction_percent"] = round(self.param_reduction, 3)
+        d["macs_reduction_percent"] = (
+            round(100.0 * (1 - self.macs_after / self.macs_before), 3) if self.macs_before > 0 else None
+        )
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)

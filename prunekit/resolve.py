@@ -1,0 +1,306 @@
+"""Walk the graph once and label every tensor dimension with the channel atoms it carries.
+
+For each node the rule for its op (``rules.RULES``) reads the labels of its inputs, couples or pins
+atoms, and returns the labels of its output.  Labels of a tensor are a tuple with one entry per
+dimension: ``None`` (no channels: batch, spatial, sequence) or an int vector of atom ids, ``-1``
+where an index carries no channel.  The result, :class:`Analysis`, is everything later stages
+need: which atoms each tensor attribute has, which node dimensions they flow through, and which
+ops stopped them (barriers).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch.fx.interpreter import Interpreter
+
+from .atoms import Atoms
+
+Labels = tuple  # tuple[np.ndarray | None, ...]
+
+
+class _ShapeRecorder(Interpreter):
+    """Run the graph on an example and remember every node's output shape(s)."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.shapes: dict[str, Any] = {}
+        self.dtypes: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        self.shapes[n.name] = _shape_tree(out)
+        self.dtypes[n.name] = _dtype_tree(out)
+        return out
+
+
+def _shape_tree(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return tuple(int(s) for s in v.shape)
+    if isinstance(v, (list, tuple)):
+        return [_shape_tree(x) for x in v]
+    return None
+
+
+def _dtype_tree(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.dtype
+    if isinstance(v, (list, tuple)):
+        return [_dtype_tree(x) for x in v]
+    return None
+
+
+def record_shapes(gm: fx.GraphModule, example: tuple, example2: tuple | None) -> tuple[dict, dict, dict]:
+    """Shapes at the example batch, dtypes, and which dims change with the batch (symbolic)."""
+    rec = _ShapeRecorder(gm)
+    with torch.no_grad():
+        rec.run(*example)
+    symbolic: dict[str, Any] = {}
+    if example2 is not None:
+        rec2 = _ShapeRecorder(gm)
+        with torch.no_grad():
+            rec2.run(*example2)
+        for name, s1 in rec.shapes.items():
+            symbolic[name] = _diff_tree(s1, rec2.shapes.get(name))
+    return rec.shapes, rec.dtypes, symbolic
+
+
+def _diff_tree(a: Any, b: Any) -> Any:
+    if isinstance(a, tuple):
+        if not isinstance(b, tuple) or len(a) != len(b):
+            return tuple(True for _ in a)
+        return tuple(x != y for x, y in zip(a, b))
+    if isinstance(a, list):
+        b = b if isinstance(b, list) and len(b) == len(a) else [None] * len(a)
+        return [_diff_tree(x, y) for x, y in zip(a, b)]
+    return None
+
+
+@dataclass
+class Barrier:
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class Analysis:
+    gm: fx.GraphModule
+    atoms: Atoms
+    labels: dict[str, Any]                 # node name -> Labels | list[Labels] | None
+    attr_labels: dict[str, Labels]         # attribute fqn -> labels of the tensor
+    created: dict[str, Labels]             # node name -> labels of a constant-filled tensor it creates
+    shapes: dict[str, Any]
+    dtypes: dict[str, Any]
+    symbolic: dict[str, Any]
+    barriers: list[Barrier] = field(default_factory=list)
+    output_labels: list[Any] = field(default_factory=list)
+    eager: bool = False
+
+
+class Ctx:
+    """What a rule may see and do while analysing one node."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.a = analysis
+        self.atoms = analysis.atoms
+        self.node: fx.Node | None = None
+
+    # --- reading -------------------------------------------------------------------------
+    def shape(self, arg: Any) -> tuple[int, ...] | None:
+        if isinstance(arg, fx.Node):
+            s = self.a.shapes.get(arg.name)
+            return s if isinstance(s, tuple) else None
+        return None
+
+    def out_shape(self) -> tuple[int, ...] | None:
+        return self.shape(self.node)
+
+    def is_tensor(self, arg: Any) -> bool:
+        return self.shape(arg) is not None
+
+    def symbolic(self, arg: Any) -> tuple[bool, ...]:
+        s = self.a.symbolic.get(arg.name) if isinstance(arg, fx.Node) else None
+        shape = self.shape(arg) or ()
+        return s if isinstance(s, tuple) else tuple(False for _ in shape)
+
+    def lab(self, arg: Any) -> Labels | None:
+        """Labels of a tensor argument (a tuple of Nones for tensors without channels)."""
+        if not isinstance(arg, fx.Node):
+            return None
+        lab = self.a.labels.get(arg.name)
+        if isinstance(lab, tuple):
+            return lab
+        shape = self.shape(arg)
+        return tuple(None for _ in shape) if shape is not None else None
+
+    def lab_list(self, arg: Any) -> list:
+        return self.a.labels.get(arg.name) if isinstance(arg, fx.Node) else None
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        n = self.node
+        if len(n.args) > i:
+            return n.args[i]
+        return n.kwargs.get(name, default)
+
+    # --- acting ----------------------------------------------------------------------------
+    def unify(self, a: np.ndarray | None, b: np.ndarray | None, why: str = "") -> np.ndarray | None:
+        return self.atoms.union_arrays(a, b, why or self.reason("couples a channel to an unprunable one"))
+
+    def pin(self, a: np.ndarray | None, why: str) -> None:
+        self.atoms.pin(a, self.reason(why))
+
+    def pin_all(self, lab: Labels | None, why: str) -> None:
+        for d in lab or ():
+            self.pin(d, why)
+
+    def reason(self, why: str) -> str:
+        op = _op_name(self.node) if self.node is not None else "?"
+        return f"{why} ({op} at node {self.node.name if self.node is not None else '?'})"
+
+    def fresh(self, shape: tuple[int, ...], symbolic: tuple[bool, ...]) -> Labels:
+        """New atoms on every fixed dimension of size > 1."""
+        return tuple(
+            self.atoms.new(n) if (n > 1 and not sym) else None for n, sym in zip(shape, symbolic)
+        )
+
+    def barrier(self, why: str) -> None:
+        node = self.node
+        touched = False
+        for arg in _flat_args(node):
+            lab = self.lab(arg)
+            if lab and any(d is not None for d in lab):
+                touched = True
+                self.pin_all(lab, why)
+            lst = self.lab_list(arg)
+            if isinstance(lst, list):
+                for item in lst:
+                    if isinstance(item, tuple) and any(d is not None for d in item):
+                        touched = True
+                        self.pin_all(item, why)
+        if touched:
+            self.a.barriers.append(Barrier(node.name, _op_name(node), why))
+
+
+def _flat_args(node: fx.Node) -> list:
+    out: list = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, fx.Node):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                visit(x)
+
+    visit(node.args)
+    visit(node.kwargs)
+    return out
+
+
+def _op_name(node: fx.Node) -> str:
+    t = node.target
+    if isinstance(t, torch._ops.OpOverload):
+        return f"aten.{t.__name__}" if t.namespace == "aten" else f"{t.namespace}.{t.__name__}"
+    if isinstance(t, torch._ops.HigherOrderOperator):
+        return f"higher_order.{t.__name__}"
+    if isinstance(t, str):
+        return f"{node.op}:{t}"
+    return getattr(t, "__name__", str(t))
+
+
+def _none_labels(shape_tree: Any) -> Any:
+    if isinstance(shape_tree, tuple):
+        return tuple(None for _ in shape_tree)
+    if isinstance(shape_tree, list):
+        return [_none_labels(s) for s in shape_tree]
+    return None
+
+
+def find_rule(node: fx.Node):
+    from .rules import RULES
+
+    t = node.target
+    rule = RULES.get(t)
+    if rule is None and isinstance(t, torch._ops.OpOverload):
+        rule = RULES.get(t.overloadpacket)
+    return rule
+
+
+def analyse(
+    gm: fx.GraphModule,
+    example: tuple,
+    example2: tuple | None,
+    *,
+    frozen: dict[str, str] | None = None,
+    eager: bool = False,
+) -> Analysis:
+    """Label every node of ``gm``; ``example2`` (another batch size) marks batch-dependent dims.
+
+    ``frozen`` maps tensor attributes that must keep their shape to the reason.  ``eager`` asks the
+    rules to keep only changes an eager ``forward`` can follow (for state-dict outputs, which are
+    run by the architecture's own Python code rather than the rewritten graph).
+    """
+    shapes, dtypes, symbolic = record_shapes(gm, example, example2)
+    a = Analysis(gm=gm, atoms=Atoms(), labels={}, attr_labels={}, created={}, shapes=shapes, dtypes=dtypes,
+                 symbolic=symbolic, eager=eager)
+    frozen = frozen or {}
+    ctx = Ctx(a)
+    read_attrs: set[str] = set()
+    for node in gm.graph.nodes:
+        ctx.node = node
+        if node.op == "placeholder":
+            a.labels[node.name] = _none_labels(shapes.get(node.name))
+        elif node.op == "get_attr":
+            shape = shapes.get(node.name)
+            if isinstance(shape, tuple):
+                if node.target not in a.attr_labels:
+                    a.attr_labels[node.target] = ctx.fresh(shape, tuple(False for _ in shape))
+                    if node.target in frozen:
+                        ctx.pin_all(a.attr_labels[node.target], frozen[node.target])
+                a.labels[node.name] = a.attr_labels[node.target]
+            else:
+                a.labels[node.name] = None
+        elif node.op == "call_function":
+            for arg in _flat_args(node):
+                if arg.op == "get_attr":
+                    read_attrs.add(arg.target)
+            if node.target is operator.getitem:
+                src, idx = node.args
+                lst = a.labels.get(src.name)
+                a.labels[node.name] = lst[idx] if isinstance(lst, list) and idx < len(lst) else _none_labels(shapes.get(node.name))
+                continue
+            rule = find_rule(node)
+            if rule is None:
+                ctx.barrier("no channel rule for this op")
+                a.labels[node.name] = _none_labels(shapes.get(node.name))
+                continue
+            try:
+                out = rule.propagate(ctx, node)
+            except Exception as exc:  # a rule that cannot handle this call stops channels, nothing more
+                ctx.barrier(f"the channel rule failed here ({type(exc).__name__}: {str(exc)[:120]})")
+                out = None
+            if out is None:
+                out = _none_labels(shapes.get(node.name))
+            a.labels[node.name] = out
+        elif node.op == "output":
+            for arg in _flat_args(node):
+                lab = ctx.lab(arg)
+                a.output_labels.append((arg.name, lab))
+                for d in lab or ():
+                    a.atoms.pin(d, "model output", output=True)
+        else:  # call_module / call_method: opaque
+            ctx.barrier(f"{node.op} is opaque to the analysis")
+            a.labels[node.name] = _none_labels(shapes.get(node.name))
+    for fqn, lab in a.attr_labels.items():
+        if fqn not in read_attrs:
+            for d in lab:
+                a.atoms.pin(d, f"{fqn} is used only where the analysis cannot see")
+    return a

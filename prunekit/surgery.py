@@ -1,0 +1,120 @@
+"""Remove the chosen channels: slice tensors, then fix the graph's shape arguments.
+
+Every tensor attribute dimension that carries atoms is sliced to the kept indices.  Then each node
+whose op has a ``rewrite`` half in the rule table gets its non-tensor arguments updated (a view's
+sizes, a depthwise conv's ``groups``...).  New shapes are read off the labels: a dimension keeps
+the indices whose atoms survive, so no shape inference is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .resolve import Analysis, find_rule
+
+
+class Rewriter:
+    """What a rule's rewrite half may ask: old and new shapes, labels, kept masks."""
+
+    def __init__(self, analysis: Analysis, removed_atom: np.ndarray) -> None:
+        self.a = analysis
+        self.removed_atom = removed_atom
+
+    def kept(self, lab: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(lab), dtype=bool)
+        ok = lab >= 0
+        keep[ok] = ~self.removed_atom[lab[ok]]
+        return keep
+
+    def labels(self, arg: Any):
+        lab = self.a.labels.get(arg.name) if isinstance(arg, fx.Node) else None
+        return lab if isinstance(lab, tuple) else ()
+
+    def orig_shape(self, arg: Any) -> tuple[int, ...]:
+        s = self.a.shapes.get(arg.name) if isinstance(arg, fx.Node) else None
+        return s if isinstance(s, tuple) else ()
+
+    def _new(self, shape: tuple, lab: tuple) -> tuple[int, ...]:
+        return tuple(
+            int(self.kept(d).sum()) if d is not None else n for n, d in zip(shape, lab or (None,) * len(shape))
+        )
+
+    def new_shape(self, arg: Any) -> tuple[int, ...]:
+        return self._new(self.orig_shape(arg), self.labels(arg))
+
+    def orig_outputs(self, node: fx.Node) -> list:
+        s = self.a.shapes.get(node.name)
+        return s if isinstance(s, list) else []
+
+    def new_shape_of_output(self, node: fx.Node, i: int) -> tuple[int, ...]:
+        shapes, labs = self.a.shapes.get(node.name), self.a.labels.get(node.name)
+        return self._new(shapes[i], labs[i])
+
+    @staticmethod
+    def set_arg(node: fx.Node, index: int, name: str, value: Any) -> None:
+        if len(node.args) > index:
+            args = list(node.args)
+            args[index] = value
+            node.args = tuple(args)
+        else:
+            node.kwargs = {**node.kwargs, name: value}
+
+
+def removed_atoms(analysis: Analysis, removed_roots: set[int], roots: np.ndarray) -> np.ndarray:
+    flag = np.zeros(len(roots), dtype=bool)
+    if removed_roots:
+        flag = np.isin(roots, np.fromiter(removed_roots, dtype=np.int64, count=len(removed_roots)))
+    return flag
+
+
+def _set_tensor(gm: nn.Module, fqn: str, value: torch.Tensor) -> None:
+    owner_name, _, attr = fqn.rpartition(".")
+    owner = gm.get_submodule(owner_name) if owner_name else gm
+    old = getattr(owner, attr)
+    if isinstance(old, nn.Parameter):
+        setattr(owner, attr, nn.Parameter(value, requires_grad=old.requires_grad))
+    elif attr in owner._buffers:
+        owner._buffers[attr] = value
+    else:
+        setattr(owner, attr, value)
+
+
+def _get_tensor(gm: nn.Module, fqn: str) -> torch.Tensor:
+    owner_name, _, attr = fqn.rpartition(".")
+    owner = gm.get_submodule(owner_name) if owner_name else gm
+    return getattr(owner, attr)
+
+
+def apply(gm: fx.GraphModule, analysis: Analysis, removed_atom: np.ndarray) -> fx.GraphModule:
+    """Return a pruned copy of ``gm``."""
+    rw = Rewriter(analysis, removed_atom)
+    pruned = copy.deepcopy(gm)
+    for fqn, lab in analysis.attr_labels.items():
+        if not any(d is not None for d in lab):
+            continue
+        t = _get_tensor(pruned, fqn)
+        if not isinstance(t, torch.Tensor):
+            continue
+        new = t.detach()
+        for dim, d in enumerate(lab):
+            if d is None:
+                continue
+            keep = rw.kept(d)
+            if not keep.all():
+                new = new.index_select(dim, torch.from_numpy(np.nonzero(keep)[0]))
+        if new.shape != t.shape:
+            _set_tensor(pruned, fqn, new.contiguous().clone())
+    for node in pruned.graph.nodes:
+        if node.op != "call_function":
+            continue
+        rule = find_rule(node)
+        if rule is not None and rule.rewrite is not None:
+            rule.rewrite(rw, node)
+    pruned.recompile()
+    return pruned

@@ -1,0 +1,317 @@
+"""Capture a loaded model as one ATen-level ``torch.fx`` graph with a dynamic batch dimension.
+
+Everything downstream (analysis, masking, surgery, export) works on the ``GraphModule`` that
+``ExportedProgram.module()`` returns: parameters appear as ``get_attr`` nodes named by their
+fully-qualified names, which is exactly what specs refer to.
+
+* eager modules (state-dict uploads): ``torch.export.export(strict=False)``;
+* TorchScript: ``torch._export.converter.TS2EPConverter``; params arrive as buffers and are turned
+  back into parameters so parameter counts stay meaningful;
+* ``.pt2``: used as stored (re-exported with a dynamic batch when it was saved static).
+
+The example batch is 2: a batch of 1 makes export specialise the batch dimension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import operator
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .errors import CaptureFailed, first_line
+from .inputs import InputSignature, sample_inputs
+from .loading import LoadedModel
+
+CAPTURE_BATCH = 2
+
+
+@dataclass
+class Captured:
+    gm: fx.GraphModule
+    example: tuple[torch.Tensor, ...]
+    dynamic_batch: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def _dynamic_shapes(n_inputs: int):
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return tuple({0: batch} for _ in range(n_inputs))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.export logs and warns copiously; users get our summary instead."""
+    loggers = [logging.getLogger(n) for n in ("torch._export", "torch.export", "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "torch._export.converter", "torch._subclasses.fake_tensor")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _export(module: nn.Module, example: tuple, notes: list[str]) -> tuple["torch.export.ExportedProgram", bool]:
+    try:
+        with _quiet():
+            return torch.export.export(module, example, dynamic_shapes=_dynamic_shapes(len(example)), strict=False), True
+    except Exception as exc:  # fall back to a fixed batch, and say so
+        dyn_error = first_line(exc, with_type=True)
+    try:
+        with _quiet():
+            ep = torch.export.export(module, example, strict=False)
+    except Exception as exc:
+        raise CaptureFailed(f"torch.export could not capture the model: {first_line(exc, with_type=True)}") from None
+    notes.append(f"the batch dimension could not be made dynamic ({dyn_error}); the pruned model keeps batch {example[0].shape[0]}")
+    return ep, False
+
+
+_RUNTIME_ASSERTS = tuple(
+    getattr(torch.ops.aten, n).default
+    for n in ("_assert_scalar", "sym_constrain_range_for_size", "sym_constrain_range", "_assert_tensor_metadata")
+    if hasattr(torch.ops.aten, n)
+)
+
+
+def _strip_runtime_guards(gm: fx.GraphModule) -> None:
+    """Drop export's input guards and size assertions.
+
+    They pin the captured widths (``u1 >= 8``) and would fire once channels are removed; the
+    masked-vs-pruned check validates shapes instead.
+    """
+    for node in reversed(list(gm.graph.nodes)):
+        if node.op == "call_module" and node.target == "_guards_fn" and not node.users:
+            gm.graph.erase_node(node)
+        elif node.op == "call_function" and node.target in _RUNTIME_ASSERTS and not node.users:
+            gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    if hasattr(gm, "_guards_fn"):
+        delattr(gm, "_guards_fn")
+    gm.graph.lint()
+    gm.recompile()
+
+
+_SCALAR_OPS = {
+    "mul": operator.mul, "add": operator.add, "sub": operator.sub,
+    "floor_divide": operator.floordiv, "remainder": operator.mod,
+}
+
+
+def _fold_scalar_arithmetic(gm: fx.GraphModule) -> None:
+    """Turn TS2EP's tensorised size arithmetic back into plain integer arithmetic.
+
+    TorchScript computes ``bsz * num_heads`` on ints; the converter rebuilds it as
+    ``scalar_tensor(size) * lifted_tensor`` followed by ``.item()``.  Tracing cannot follow an
+    ``.item()``, and the analysis cannot see through it, so the chain is rewritten with
+    ``operator`` calls on the sizes themselves.
+    """
+    as_int: dict[fx.Node, object] = {}
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "get_attr":
+            t = getattr(gm, node.target, None) if "." not in node.target else None
+            if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point() and t.dtype != torch.bool:
+                as_int[node] = int(t.item())
+            continue
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        name = node.target.overloadpacket.__name__
+        if name == "scalar_tensor" and not isinstance(node.args[0], float):
+            as_int[node] = node.args[0]
+        elif name in ("_to_copy", "to") and node.args[0] in as_int:
+            dtype = node.kwargs.get("dtype")
+            if dtype is None or not dtype.is_floating_point:
+                as_int[node] = as_int[node.args[0]]
+        elif name in _SCALAR_OPS or (name == "div" and node.kwargs.get("rounding_mode") == "floor"):
+            a, b = node.args[0], node.args[1]
+            va = as_int.get(a, a if isinstance(a, int) else None) if isinstance(a, (fx.Node, int)) else None
+            vb = as_int.get(b, b if isinstance(b, int) else None) if isinstance(b, (fx.Node, int)) else None
+            if va is None or vb is None:
+                continue
+            fn = operator.floordiv if name == "div" else _SCALAR_OPS[name]
+            with graph.inserting_before(node):
+                as_int[node] = graph.call_function(fn, (va, vb))
+        elif name == "_local_scalar_dense" and node.args[0] in as_int:
+            value = as_int[node.args[0]]
+            node.replace_all_uses_with(value) if isinstance(value, fx.Node) else _replace_with_const(node, value)
+    graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _replace_with_const(node: fx.Node, value: int) -> None:
+    for user in list(node.users):
+        user.args = tuple(_swap(a, node, value) for a in user.args)
+        user.kwargs = {k: _swap(v, node, value) for k, v in user.kwargs.items()}
+
+
+def _swap(v, node, value):
+    if v is node:
+        return value
+    if isinstance(v, (list, tuple)):
+        return type(v)(_swap(x, node, value) for x in v)
+    return v
+
+
+def _owner(gm: nn.Module, fqn: str, create: bool = False) -> tuple[nn.Module | None, str]:
+    owner_name, _, attr = fqn.rpartition(".")
+    mod: nn.Module = gm
+    for part in owner_name.split(".") if owner_name else []:
+        nxt = getattr(mod, part, None)
+        if not isinstance(nxt, nn.Module):
+            if not create:
+                return None, attr
+            nxt = nn.Module()
+            setattr(mod, part, nxt)
+        mod = nxt
+    return mod, attr
+
+
+def _map_lifted_constants(gm: fx.GraphModule, params: dict[str, torch.Tensor]) -> None:
+    """TS2EP turns some parameters (a scripted ``nn.GRU``'s weights) into anonymous lifted
+    constants; point them back at their parameter names so specs and reports can use them."""
+    missing = {n: t for n, t in params.items() if _owner(gm, n)[0] is None or not hasattr(_owner(gm, n)[0], _owner(gm, n)[1])}
+    if not missing:
+        return
+    for node in gm.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        t = getattr(gm, node.target, None) if "." not in node.target else None
+        if not isinstance(t, torch.Tensor):
+            continue
+        for name, p in list(missing.items()):
+            if p.shape == t.shape and p.dtype == t.dtype and torch.equal(p, t):
+                owner, attr = _owner(gm, name, create=True)
+                owner.register_parameter(attr, nn.Parameter(t.detach().clone(), requires_grad=False))
+                node.target = name
+                del missing[name]
+                break
+    gm.recompile()
+
+
+def _promote_to_parameters(gm: fx.GraphModule, names: set[str]) -> None:
+    """TS2EP lifts parameters as buffers; make the originals parameters again."""
+    for name in names:
+        owner, attr = _owner(gm, name)
+        if owner is None:
+            continue
+        t = owner._buffers.get(attr)
+        if t is not None and t.is_floating_point():
+            del owner._buffers[attr]
+            owner.register_parameter(attr, nn.Parameter(t.detach().clone(), requires_grad=False))
+
+
+def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:
+    """Return the model as a ``GraphModule`` plus the example it was captured with."""
+    notes: list[str] = []
+    example = sample_inputs(sigs, CAPTURE_BATCH, seed)
+    own_batch = sigs[0].shape[0] if sigs else CAPTURE_BATCH
+    if loaded.format == "state_dict":
+        try:
+            ep, dynamic = _export(loaded.module, example, notes)
+        except CaptureFailed:
+            if own_batch == CAPTURE_BATCH:
+                raise
+            # a model written for one batch size (``x.view(1, -1)``) exports only at that size
+            example = sample_inputs(sigs, own_batch, seed)
+            ep, dynamic = _export(loaded.module, example, notes)
+    elif loaded.format == "torchscript":
+        ep, example = _convert_torchscript(loaded.module, sigs, seed, own_batch, example)
+        dynamic = _batch_is_dynamic(ep)
+        if not dynamic:
+            notes.append("the TorchScript model specialises its batch size; the pruned model keeps it")
+    else:
+        ep = loaded.program
+        dynamic = _batch_is_dynamic(ep)
+        if not dynamic:
+            relaxed = _relax_batch(ep, example)
+            if relaxed is not None:
+                ep, dynamic = relaxed, True
+                notes.append("the export archive had a fixed batch size; its batch dimension was made dynamic")
+            else:
+                notes.append("the export archive has a fixed batch size; the pruned model keeps it")
+        example = _fit_example_to_program(ep, example)
+    gm = ep.module()
+    _strip_runtime_guards(gm)
+    if loaded.format == "torchscript":
+        _promote_to_parameters(gm, loaded.param_names)
+        _map_lifted_constants(gm, dict(loaded.module.named_parameters()))
+        _fold_scalar_arithmetic(gm)
+    return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes)
+
+
+def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple):
+    """TS2EP at batch 2 (batch 1 would specialise the program); a model traced with its batch
+    size baked in converts only at that size, so that is tried next."""
+    from torch._export.converter import TS2EPConverter
+
+    attempts = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != CAPTURE_BATCH else [])
+    error: BaseException | None = None
+    for ex in attempts:
+        try:
+            with _quiet():
+                return TS2EPConverter(ts, ex).convert(), ex
+        except Exception as exc:
+            error = error or exc
+    raise CaptureFailed(
+        f"the TorchScript model could not be converted to a graph: {first_line(error, with_type=True)}"
+    ) from None
+
+
+def _relax_batch(ep, example: tuple):
+    """Re-export a fixed-batch program with a dynamic batch, if its graph allows it.
+
+    The archive's input guard is dropped first (it is what pins the batch); the result is kept
+    only if it computes what the original computes at the original batch size.
+    """
+    try:
+        fixed = _fit_example_to_program(ep, example)
+        gm = ep.module()
+        _strip_runtime_guards(gm)
+        with _quiet():
+            relaxed = torch.export.export(gm, example, dynamic_shapes=_dynamic_shapes(len(example)), strict=False)
+            with torch.no_grad():
+                want, got = ep.module()(*fixed), relaxed.module()(*fixed)
+        want_flat = torch.utils._pytree.tree_flatten(want)[0]
+        got_flat = torch.utils._pytree.tree_flatten(got)[0]
+        same = len(want_flat) == len(got_flat) and all(
+            torch.allclose(a, b) for a, b in zip(want_flat, got_flat) if isinstance(a, torch.Tensor)
+        )
+        return relaxed if same else None
+    except Exception:
+        return None
+
+
+def _user_input_vals(ep) -> list:
+    specs = ep.graph_signature.input_specs
+    user = [s.arg.name for s in specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
+    return [vals.get(u) for u in user]
+
+
+def _batch_is_dynamic(ep) -> bool:
+    vals = [v for v in _user_input_vals(ep) if isinstance(v, torch.Tensor) and v.dim() > 0]
+    return bool(vals) and all(isinstance(v.shape[0], torch.SymInt) for v in vals)
+
+
+def _fit_example_to_program(ep, example: tuple) -> tuple:
+    """A static .pt2 only accepts its own batch size: rebuild the example at that size."""
+    vals = _user_input_vals(ep)
+    out = []
+    for v, x in zip(vals, example):
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and not isinstance(v.shape[0], torch.SymInt):
+            b = int(v.shape[0])
+            if x.shape[0] != b:
+                reps = (b + x.shape[0] - 1) // x.shape[0]
+                x = torch.cat([x] * reps)[:b]
+        out.append(x)
+    return tuple(out)

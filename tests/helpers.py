@@ -1,0 +1,52 @@
+"""Helpers for the engine tests: real model files written the way users write them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+
+def example(arch_inputs: list[dict], batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for spec in arch_inputs:
+        shape = (batch, *spec["shape"][1:])
+        if spec.get("dtype", "float32").startswith("float"):
+            out.append(torch.randn(shape, generator=g))
+        else:
+            out.append(torch.randint(spec.get("low", 0), spec.get("high", 2), shape, generator=g))
+    return tuple(out)
+
+
+def save_model(model: nn.Module, fmt: str, inputs: list[dict], path: Path) -> Path:
+    """Write ``model`` as a user would: state-dict, traced/scripted TorchScript or .pt2."""
+    model = model.eval()
+    x = example(inputs, 2)
+    if fmt == "state_dict":
+        torch.save(model.state_dict(), path)
+    elif fmt == "traced":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(model, x, check_trace=False), str(path))
+    elif fmt == "scripted":
+        torch.jit.save(torch.jit.script(model), str(path))
+    elif fmt == "export":
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        ep = torch.export.export(model, x, dynamic_shapes=tuple({0: batch} for _ in x), strict=False)
+        torch.export.save(ep, str(path))
+    else:
+        raise ValueError(fmt)
+    return path
+
+
+def load_output(path: Path, fmt: str, architecture: str | None = None, manifest: Path | None = None) -> nn.Module:
+    import prunekit
+
+    if fmt == "torchscript":
+        return torch.jit.load(str(path))
+    if fmt == "export":
+        return torch.export.load(str(path)).module()
+    return prunekit.load_pruned(architecture, path, manifest)
