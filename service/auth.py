@@ -1,0 +1,60 @@
+"""Who is calling: ``Authorization: Bearer <key>`` mapped to a tenant.
+
+Keys come from ``PRUNEKIT_API_KEYS="key1=tenantA,key2=tenantB"``.  Every job belongs to the
+tenant that created it and is invisible (404, not 403) to every other tenant, so ids cannot be
+probed.  With no keys configured the service is meant for one person on one machine: requests
+from loopback addresses are served as tenant ``local``, anything else gets 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from fastapi import Request
+
+from .errors import ApiError
+
+LOCAL_TENANT = "local"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="prunekit"'}
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def tenant_for(request: Request) -> str:
+    """FastAPI dependency returning the caller's tenant, or raising 401.
+
+    ``async`` on purpose: it does no I/O, and a sync dependency would cost every request a hop
+    through the thread pool.
+    """
+    keys: dict[str, str] = request.app.state.settings.tenants_by_key
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not keys:
+        host = request.client.host if request.client else None
+        if is_loopback(host):
+            return LOCAL_TENANT
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this server has no API keys configured and only accepts requests from the local machine; "
+            "set PRUNEKIT_API_KEYS to serve other clients",
+            headers=_CHALLENGE,
+        )
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'", headers=_CHALLENGE)
+    token = token.strip()
+    tenant = None
+    for key, name in keys.items():  # compare against every key: timing says nothing about which
+        if hmac.compare_digest(key.encode(), token.encode()):
+            tenant = name
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
+    return tenant

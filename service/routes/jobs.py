@@ -1,0 +1,397 @@
+"""``/v1/jobs``: submit, inspect, list, download from and cancel/delete pruning jobs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from prunekit.errors import InvalidModelFile, InvalidSpec, UnknownArchitecture
+from prunekit.registry import get_architecture, list_architectures
+from prunekit.spec import Spec, parse_spec
+from worker.layout import Layout
+from worker.store import ACTIVE, Job, JobStore
+
+from .. import schemas
+from ..auth import tenant_for
+from ..errors import ApiError
+from ..formats import STATE_DICT, detect, is_safetensors
+from ..queue import JobQueue
+from ..storage import content_disposition, download_filename, place_upload, stored_model_name
+from ..uploads import ReceivedForm, receive_multipart
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Tenant = Annotated[str, Depends(tenant_for)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.ErrorResponse, "description": "Missing or invalid API key."},
+    404: {"model": schemas.ErrorResponse, "description": "No such job for this tenant."},
+}
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model", "spec"],
+                    "properties": {
+                        "model": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "TorchScript (.pt), torch.export (.pt2), or a state-dict "
+                            "(torch.save or safetensors; needs spec.architecture).",
+                        },
+                        "spec": {"type": "string", "description": "The pruning spec as JSON text."},
+                        "inputs": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional safetensors file of example inputs.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def _layout(request: Request) -> Layout:
+    return request.app.state.layout
+
+
+def _queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+def job_view(request: Request, job: Job) -> schemas.Job:
+    """Store record → public resource."""
+    inp = job.input
+    inputs = inp.get("inputs")
+    error = None
+    if job.error_code and job.status in ("failed", "cancelled"):
+        error = schemas.JobError(code=job.error_code, message=job.error_message or job.error_code)
+    links = {"self": f"/v1/jobs/{job.id}"}
+    if job.status == "succeeded":
+        links["artifacts"] = f"/v1/jobs/{job.id}/artifacts"
+    return schemas.Job(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        progress=schemas.Progress(
+            stage=job.progress_stage,
+            percent=job.progress_percent,
+            message=job.progress_message,
+            updated_at=job.progress_at,
+        ),
+        input=schemas.JobInput(
+            format=inp["format"],
+            filename=inp.get("filename"),
+            size=inp["size"],
+            sha256=inp["sha256"],
+            inputs=schemas.InputsFile(**{k: inputs[k] for k in ("filename", "size", "sha256")}) if inputs else None,
+        ),
+        spec=job.spec,
+        result=schemas.JobResult.model_validate(job.result) if job.result and job.status == "succeeded" else None,
+        error=error,
+        links=links,
+    )
+
+
+def _get_job(request: Request, job_id: str, tenant: str) -> Job:
+    job = _store(request).get(job_id, tenant=tenant) if _valid_id(job_id) else None
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return job
+
+
+def _valid_id(job_id: str) -> bool:
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, seq = raw.partition(":")
+        if version != "v1":
+            raise ValueError
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(422, "invalid_cursor", "the cursor is not one this server handed out") from None
+
+
+def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec, str, bool]:
+    """Check the upload before anything is queued: spec, model format, architecture, inputs.
+
+    Runs in a worker thread (it reads file headers).  Returns (spec, format, is_safetensors).
+    """
+    model = form.files.get("model")
+    if model is None:
+        raise ApiError(422, "invalid_request", "the 'model' file is missing from the form",
+                       [{"path": "model", "message": "field required"}])
+    if "spec" not in form.fields:
+        raise ApiError(422, "invalid_spec", "the 'spec' field is missing from the form",
+                       [{"path": "spec", "message": "field required"}])
+    try:
+        spec = parse_spec(form.fields["spec"])
+    except InvalidSpec as exc:
+        details = getattr(exc, "details", None) or [{"path": "(spec)", "message": str(exc)}]
+        raise ApiError(422, exc.code, str(exc), details) from None
+    try:
+        fmt, container = detect(model.path)
+    except InvalidModelFile as exc:
+        raise ApiError(422, exc.code, str(exc), [{"path": "model", "message": str(exc)}]) from None
+    if fmt == STATE_DICT and not spec.architecture:
+        raise ApiError(
+            422, "architecture_required",
+            "the model file is a state-dict (weights without code): name its architecture in "
+            "spec.architecture. Registered: " + ", ".join(list_architectures()),
+            [{"path": "architecture", "message": "required for state-dict uploads"}],
+        )
+    if spec.architecture:
+        try:
+            get_architecture(spec.architecture)
+        except UnknownArchitecture as exc:
+            raise ApiError(
+                422, exc.code, str(exc),
+                [{"path": "architecture", "message": "not registered", "registered": list_architectures()}],
+            ) from None
+    inputs = form.files.get("inputs")
+    if inputs is not None and not is_safetensors(inputs.path):
+        raise ApiError(422, "invalid_inputs_file", "the 'inputs' file is not a safetensors file",
+                       [{"path": "inputs", "message": "expected safetensors"}])
+    return spec, fmt, container == "safetensors"
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=schemas.Job,
+    summary="Submit a pruning job",
+    description="Upload a model (multipart field `model`), a spec (`spec`, JSON text) and optionally "
+    "example inputs (`inputs`, safetensors). The upload is streamed to disk and checked (size, "
+    "format, spec, architecture) before the job is queued. Answers 202 with the job and a "
+    "`Location` header; poll it until `status` is succeeded, failed or cancelled.",
+    responses={
+        **_ERRORS,
+        413: {"model": schemas.ErrorResponse, "description": "Upload larger than PRUNEKIT_MAX_UPLOAD_BYTES."},
+        415: {"model": schemas.ErrorResponse, "description": "Not multipart/form-data."},
+        422: {"model": schemas.ErrorResponse, "description": "Bad model file, spec, architecture or inputs."},
+        503: {"model": schemas.ErrorResponse, "description": "The job queue is unreachable."},
+    },
+    openapi_extra=_SUBMIT_BODY,
+)
+async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
+    settings = request.app.state.settings
+    layout = _layout(request)
+    metrics = request.app.state.metrics
+    form = await receive_multipart(
+        request,
+        layout.incoming,
+        file_fields={"model", "inputs"},
+        text_fields={"spec"},
+        max_file_bytes=settings.max_upload_bytes,
+        max_text_bytes=settings.max_spec_bytes,
+        chunk_bytes=settings.upload_chunk_bytes,
+    )
+    job_id = uuid.uuid4().hex
+    try:
+        try:
+            spec, fmt, safetensors = await anyio.to_thread.run_sync(
+                _validate_submission, form, settings.max_spec_bytes
+            )
+        except ApiError as exc:
+            metrics.rejected.labels(exc.code).inc()
+            raise
+        model = form.files["model"]
+        model_name = stored_model_name(fmt, safetensors)
+        place_upload(layout, job_id, model, model_name)
+        record: dict[str, Any] = {
+            "format": fmt,
+            "filename": model.filename,
+            "size": model.size,
+            "sha256": model.sha256,
+            "path": model_name,
+            "inputs": None,
+        }
+        if "inputs" in form.files:
+            inp = form.files["inputs"]
+            place_upload(layout, job_id, inp, "inputs.safetensors")
+            record["inputs"] = {"filename": inp.filename, "size": inp.size, "sha256": inp.sha256,
+                                "path": "inputs.safetensors"}
+        store = _store(request)
+        job = await anyio.to_thread.run_sync(
+            lambda: store.create(job_id=job_id, tenant=tenant, input=record, spec=spec.model_dump(mode="json"))
+        )
+        try:
+            await anyio.to_thread.run_sync(_queue(request).submit, job_id)
+        except Exception as exc:
+            log.error("could not queue job %s: %s", job_id, exc)
+            store.delete_any(job_id)
+            layout.remove_job_files(job_id)
+            raise ApiError(503, "queue_unavailable", "the job queue is unreachable; try again later") from None
+    except BaseException:
+        layout.remove_job_files(job_id)
+        raise
+    finally:
+        form.cleanup()
+    metrics.submitted.inc()
+    metrics.upload_bytes.inc(model.size)
+    log.info("job %s queued for tenant %s (%s, %d bytes)", job_id, tenant, fmt, model.size)
+    body = job_view(request, job).model_dump(mode="json")
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+
+
+@router.get(
+    "",
+    response_model=schemas.JobList,
+    summary="List your jobs",
+    description="The caller's jobs, newest first. Follow `next_cursor` for older ones.",
+    responses={401: _ERRORS[401], 422: {"model": schemas.ErrorResponse}},
+)
+def list_jobs(
+    request: Request,
+    tenant: Tenant,
+    status: Annotated[schemas.JobStatus | None, Query(description="Only jobs with this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[str | None, Query(description="Opaque cursor from a previous page.")] = None,
+) -> schemas.JobList:
+    before = _decode_cursor(cursor) if cursor else None
+    jobs = _store(request).list(tenant, status=status, limit=limit + 1, before_seq=before)
+    page, more = jobs[:limit], len(jobs) > limit
+    return schemas.JobList(
+        jobs=[job_view(request, j) for j in page],
+        next_cursor=_encode_cursor(page[-1].seq) if more and page else None,
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=schemas.Job,
+    summary="Get a job",
+    description="Status, progress (stage, percent, message), timestamps, input, and the result or error.",
+    responses=_ERRORS,
+)
+def get_job(request: Request, job_id: str, tenant: Tenant) -> schemas.Job:
+    return job_view(request, _get_job(request, job_id, tenant))
+
+
+def _artifacts_of(request: Request, job: Job) -> list[schemas.Artifact]:
+    if job.status != "succeeded":
+        raise ApiError(409, "no_artifacts", f"the job is {job.status}: artifacts exist only for succeeded jobs")
+    out = []
+    for a in job.artifacts or []:
+        url = str(request.url_for("download_artifact", job_id=job.id, name=a["name"]))
+        out.append(schemas.Artifact(
+            name=a["name"], filename=download_filename(job.input.get("filename"), a["name"]),
+            size=a["size"], sha256=a["sha256"], url=url,
+        ))
+    return out
+
+
+@router.get(
+    "/{job_id}/artifacts",
+    response_model=schemas.ArtifactList,
+    summary="List a job's artifacts",
+    responses={**_ERRORS, 409: {"model": schemas.ErrorResponse, "description": "The job has not succeeded."}},
+)
+def list_artifacts(request: Request, job_id: str, tenant: Tenant) -> schemas.ArtifactList:
+    job = _get_job(request, job_id, tenant)
+    return schemas.ArtifactList(job_id=job.id, artifacts=_artifacts_of(request, job))
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    name="download_artifact",
+    summary="Download an artifact",
+    description="Streams the file. `X-Content-SHA256` (hex) and `Repr-Digest` (RFC 9530) carry its "
+    "SHA-256; `Content-Disposition` names it after the upload, e.g. `resnet-pruned.pt`.",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The artifact."},
+        **_ERRORS,
+        409: {"model": schemas.ErrorResponse, "description": "The job has not succeeded."},
+    },
+)
+def download_artifact(request: Request, job_id: str, name: str, tenant: Tenant) -> FileResponse:
+    job = _get_job(request, job_id, tenant)
+    if job.status != "succeeded":
+        raise ApiError(409, "no_artifacts", f"the job is {job.status}: artifacts exist only for succeeded jobs")
+    meta = next((a for a in job.artifacts or [] if a["name"] == name), None)
+    if meta is None:  # only names the worker recorded: no path ever comes from the client
+        names = ", ".join(a["name"] for a in job.artifacts or [])
+        raise ApiError(404, "not_found", f"job {job_id} has no artifact {name!r} (it has: {names})")
+    path = _layout(request).artifact_dir(job.id) / meta["name"]
+    if not path.is_file():
+        raise ApiError(410, "gone", f"artifact {name!r} is no longer on disk")
+    digest = base64.b64encode(bytes.fromhex(meta["sha256"])).decode()
+    media = "application/json" if name.endswith(".json") else "application/octet-stream"
+    return FileResponse(
+        path,
+        media_type=media,
+        headers={
+            "Content-Disposition": content_disposition(download_filename(job.input.get("filename"), name)),
+            "X-Content-SHA256": meta["sha256"],
+            "Repr-Digest": f"sha-256=:{digest}:",
+            "Digest": f"sha-256={digest}",
+            "ETag": f'"{meta["sha256"]}"',
+            "Cache-Control": "private, max-age=31536000, immutable",
+        },
+    )
+
+
+@router.delete(
+    "/{job_id}",
+    summary="Cancel or delete a job",
+    description="A queued or running job is cancelled (its worker is stopped): 202 with the job. "
+    "A finished job is deleted together with its files: 204.",
+    status_code=204,
+    responses={
+        202: {"model": schemas.Job, "description": "The job was cancelled."},
+        204: {"description": "The finished job and its files were deleted."},
+        **_ERRORS,
+    },
+)
+async def delete_job(request: Request, job_id: str, tenant: Tenant) -> Response:
+    job = await anyio.to_thread.run_sync(_get_job, request, job_id, tenant)
+    store, layout = _store(request), _layout(request)
+    if job.status in ACTIVE:
+        cancelled = await anyio.to_thread.run_sync(store.cancel, job.id)
+        if cancelled:
+            try:
+                await anyio.to_thread.run_sync(_queue(request).cancel, job.id)
+            except Exception as exc:  # the runner also stops at its next progress call
+                log.warning("could not signal the cancellation of job %s to the workers: %s", job.id, exc)
+            # The upload is no longer needed (artifacts never appear for a cancelled job).
+            await anyio.to_thread.run_sync(lambda: layout.remove_job_files(job.id, artifacts=False))
+            log.info("job %s cancelled by tenant %s", job.id, tenant)
+        if not cancelled:  # it finished in the meantime: do not delete what the caller never saw
+            raise ApiError(409, "conflict", "the job finished before it could be cancelled; "
+                           "DELETE it again to remove it")
+        job = await anyio.to_thread.run_sync(_get_job, request, job_id, tenant)
+        return JSONResponse(job_view(request, job).model_dump(mode="json"), status_code=202)
+    if await anyio.to_thread.run_sync(store.delete, job.id):
+        await anyio.to_thread.run_sync(layout.remove_job_files, job.id)
+        log.info("job %s deleted by tenant %s", job.id, tenant)
+    return Response(status_code=204)

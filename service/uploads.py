@@ -1,0 +1,259 @@
+"""Receive a multipart upload straight to disk, hashing and size-checking on the way.
+
+Starlette's own form parsing spools every file to a temporary file before the endpoint sees it,
+so a size limit could only be checked after the whole upload had landed.  Here the request body
+is fed to python-multipart's streaming parser as it arrives: file parts are appended to files in
+``DATA_DIR/uploads/.incoming`` in chunks (disk writes and hashing happen in a worker thread, so the
+event loop keeps serving other requests), and the limit is enforced byte by byte.  Memory use is
+bounded by the chunk size whatever the upload size.
+
+When a limit is exceeded the rest of the body is read and discarded (up to ``DRAIN_LIMIT``)
+before the 413 is sent: a server that answers and closes mid-upload makes most HTTP clients
+report a broken connection instead of the error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, AsyncIterator
+
+import anyio
+from fastapi import Request
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect
+
+from .errors import ApiError
+
+DRAIN_LIMIT = 256 << 20
+FORM_OVERHEAD = 1 << 20  # boundaries and part headers, generously
+
+
+class _TooLarge(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+@dataclass
+class ReceivedFile:
+    field: str
+    filename: str | None
+    content_type: str | None
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class ReceivedForm:
+    files: dict[str, ReceivedFile] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        """Delete whatever files were not moved elsewhere."""
+        for f in self.files.values():
+            try:
+                f.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class _Part:
+    """One part being received: a file streamed to disk, or a small text field kept in memory."""
+
+    def __init__(self, name: str, filename: str | None, content_type: str | None, to_disk: bool,
+                 limit: int, directory: Path) -> None:
+        self.name, self.filename, self.content_type = name, filename, content_type
+        self.to_disk, self.limit = to_disk, limit
+        self.path = directory / f"{uuid.uuid4().hex}.part" if to_disk else None
+        self.buf = bytearray()
+        self.size = 0
+        self.done = False
+        self.closed = False
+        self._hash = hashlib.sha256()
+        self._file: IO[bytes] | None = None
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            what = f"file '{self.name}'" if self.to_disk else f"field '{self.name}'"
+            raise _TooLarge(f"the {what} is larger than the limit of {self.limit} bytes")
+        self.buf += data
+
+    def flush(self) -> None:
+        """Append the buffered bytes to the file (runs in a worker thread)."""
+        if not self.to_disk:
+            return
+        if self._file is None:
+            assert self.path is not None
+            self._file = open(self.path, "wb")
+        if self.buf:
+            self._file.write(self.buf)
+            self._hash.update(self.buf)
+            self.buf.clear()
+        if self.done:
+            self._file.close()
+            self.closed = True
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+async def _drain(chunks: AsyncIterator[bytes], already: int) -> None:
+    """Read and drop the rest of the body so the client can read our error response."""
+    seen = already
+    try:
+        async for chunk in chunks:
+            seen += len(chunk)
+            if seen > DRAIN_LIMIT:
+                return
+    except ClientDisconnect:
+        return
+
+
+async def receive_multipart(
+    request: Request,
+    directory: Path,
+    *,
+    file_fields: set[str],
+    text_fields: set[str],
+    max_file_bytes: int,
+    max_text_bytes: int,
+    chunk_bytes: int = 1 << 20,
+) -> ReceivedForm:
+    """Parse a multipart/form-data body; files in ``file_fields`` go to ``directory``.
+
+    Raises ApiError: 415 (not multipart), 413 (over a limit), 422 (malformed or unknown field),
+    400 (client went away).
+    """
+    ctype, params = parse_options_header(request.headers.get("content-type"))
+    if ctype != b"multipart/form-data" or b"boundary" not in params:
+        raise ApiError(415, "unsupported_media_type",
+                       "send the job as multipart/form-data with a 'model' file and a 'spec' field")
+    body_limit = max_file_bytes * len(file_fields) + max_text_bytes * len(text_fields) + FORM_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        if int(declared) - body_limit <= DRAIN_LIMIT:
+            await _drain(request.stream(), 0)
+        raise ApiError(413, "payload_too_large",
+                       f"the upload ({int(declared)} bytes) is larger than this server accepts "
+                       f"(model files up to {max_file_bytes} bytes)")
+
+    directory.mkdir(parents=True, exist_ok=True)
+    parts: list[_Part] = []
+    state: dict = {"headers": {}, "hname": bytearray(), "hvalue": bytearray(), "part": None}
+
+    def on_part_begin() -> None:
+        state["headers"] = {}
+        state["part"] = None
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["hname"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["hvalue"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][bytes(state["hname"]).lower()] = bytes(state["hvalue"])
+        state["hname"].clear()
+        state["hvalue"].clear()
+
+    def on_headers_finished() -> None:
+        _, disp = parse_options_header(state["headers"].get(b"content-disposition"))
+        name = disp.get(b"name", b"").decode("latin-1")
+        raw_filename = disp.get(b"filename")
+        filename = None
+        if raw_filename is not None:
+            try:
+                filename = raw_filename.decode("utf-8")
+            except UnicodeDecodeError:
+                filename = raw_filename.decode("latin-1")
+            filename = os.path.basename(filename.replace("\\", "/"))[:255] or None
+        ctype_raw = state["headers"].get(b"content-type")
+        if name not in file_fields and name not in text_fields:
+            allowed = ", ".join(sorted(file_fields | text_fields))
+            raise ApiError(422, "invalid_request", f"unexpected form field {name!r}; expected: {allowed}")
+        if any(p.name == name for p in parts):
+            raise ApiError(422, "invalid_request", f"form field {name!r} was sent more than once")
+        to_disk = name in file_fields
+        part = _Part(name, filename, ctype_raw.decode("latin-1") if ctype_raw else None, to_disk,
+                     max_file_bytes if to_disk else max_text_bytes, directory)
+        parts.append(part)
+        state["part"] = part
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        state["part"].add(data[start:end])
+
+    def on_part_end() -> None:
+        if state["part"] is not None:
+            state["part"].done = True
+
+    parser = MultipartParser(
+        params[b"boundary"],
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+
+    received = 0
+    chunks = request.stream()  # one iterator: a second request.stream() would raise
+    try:
+        try:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > body_limit:
+                    raise _TooLarge(f"the upload is larger than this server accepts "
+                                    f"(model files up to {max_file_bytes} bytes)")
+                parser.write(chunk)
+                for p in parts:
+                    if p.to_disk and not p.closed and (p.done or len(p.buf) >= chunk_bytes):
+                        await anyio.to_thread.run_sync(p.flush)
+        except ApiError:
+            await _drain(chunks, received)
+            raise
+        except _TooLarge as exc:
+            await _drain(chunks, received)
+            raise ApiError(413, "payload_too_large", str(exc)) from None
+        except FormParserError as exc:
+            raise ApiError(422, "invalid_request", f"malformed multipart body: {exc}") from None
+        except ClientDisconnect:
+            raise ApiError(400, "client_disconnected", "the client went away before the upload finished") from None
+        if parser.state != MultipartState.END or any(not p.done for p in parts):
+            raise ApiError(422, "invalid_request", "the multipart body is incomplete (no closing boundary)")
+    except BaseException:
+        for p in parts:
+            p.discard()
+        raise
+
+    form = ReceivedForm()
+    for p in parts:
+        if p.to_disk:
+            assert p.path is not None
+            form.files[p.name] = ReceivedFile(p.name, p.filename, p.content_type, p.path, p.size, p.sha256)
+        else:
+            form.fields[p.name] = bytes(p.buf).decode("utf-8", errors="replace")
+    return form

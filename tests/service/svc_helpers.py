@@ -1,0 +1,224 @@
+"""Shared helpers of the service tests: processes, model files, polling (fixtures are in conftest)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+REDIS_URL = os.environ.get("PRUNEKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+
+KEY_A, TENANT_A = "alice-key-0123456789", "alice"
+KEY_B, TENANT_B = "bob-key-9876543210", "bob"
+MAX_UPLOAD = 4 << 20
+
+TS_SPEC = {"ratio": 0.5, "inputs": [{"shape": [1, 3, 32, 32]}]}
+# The same prune on large inputs: the check stage alone takes many seconds (for cancel tests).
+SLOW_SPEC = {"ratio": 0.5, "inputs": [{"shape": [24, 3, 256, 256]}]}
+SD_SPEC = {"architecture": "zoo:resnet_mini", "ratio": 0.5}
+
+EVIL_MARKER_NAME = "PWNED-marker"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEKIT_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Proc:
+    """A subprocess in its own session (so SIGKILL can take its whole process group)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill_hard(self) -> None:
+        """SIGKILL the whole process group: the machine-died case."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_hard()
+        except ProcessLookupError:
+            pass
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2, proc: Proc | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"{what}: process exited early:\n{proc.log()[-4000:]}")
+        time.sleep(interval)
+    tail = proc.log()[-4000:] if proc is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+def start_api(env: dict[str, str], log_path: Path) -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc([PY, "-m", "service", "--host", "127.0.0.1", "--port", str(port)], env, log_path).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 60, "the API to answer /healthz", proc=proc)
+    return proc, url
+
+
+class WorkerPool:
+    """The Celery worker under test; restartable after being killed."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.generation = 0
+        self.current: Proc | None = None
+
+    def start(self) -> Proc:
+        self.generation += 1
+        argv = [PY, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "--concurrency=1",
+                "-Q", "prunekit", "-n", f"test{self.generation}@%h", "--without-gossip", "--without-mingle"]
+        proc = Proc(argv, self.env, self.log_dir / f"worker-{self.generation}.log").start()
+        wait_for(lambda: " ready." in proc.log(), 90, "the Celery worker to be ready", proc=proc)
+        self.current = proc
+        return proc
+
+    def ensure(self) -> Proc:
+        if self.current is None or not self.current.alive():
+            return self.start()
+        return self.current
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+
+
+@dataclass
+class Stack:
+    url: str
+    api: Proc
+    workers: WorkerPool
+    data_dir: Path
+    env: dict[str, str]
+    clients: dict[str, httpx.Client] = field(default_factory=dict)
+
+    def client(self, key: str | None = KEY_A) -> httpx.Client:
+        name = key or "anonymous"
+        if name not in self.clients:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            self.clients[name] = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return self.clients[name]
+
+
+# -- model files ------------------------------------------------------------------------------
+
+
+class _RunsACommand:
+    """Unpickling this would run a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@dataclass
+class Models:
+    root: Path
+    ts: Path
+    ts_params: int
+    state_dict: Path
+    uncapturable: Path
+    empty: Path
+    random: Path
+    truncated: Path
+    evil: Path
+    evil_marker: Path
+
+
+# -- helpers used by the tests ----------------------------------------------------------------
+
+
+def submit(client: httpx.Client, model: Path, spec: Any, *, inputs: Path | None = None,
+           filename: str | None = None) -> httpx.Response:
+    import json
+
+    files: dict[str, Any] = {"model": (filename or model.name, model.read_bytes(), "application/octet-stream")}
+    if inputs is not None:
+        files["inputs"] = (inputs.name, inputs.read_bytes(), "application/octet-stream")
+    spec_text = spec if isinstance(spec, str) else json.dumps(spec)
+    return client.post("/v1/jobs", files=files, data={"spec": spec_text})
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 120, *, until: tuple[str, ...] = (
+        "succeeded", "failed", "cancelled")) -> tuple[dict, list[dict]]:
+    """Poll a job until its status is in ``until``; return it and every distinct snapshot seen."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        job = r.json()
+        key = (job["status"], job["progress"]["stage"], job["progress"]["percent"])
+        if not seen or key != (seen[-1]["status"], seen[-1]["progress"]["stage"], seen[-1]["progress"]["percent"]):
+            seen.append(job)
+        if job["status"] in until:
+            return job, seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+        time.sleep(0.05)

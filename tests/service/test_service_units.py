@@ -1,0 +1,181 @@
+"""Fast checks of the service's parts in-process: formats, settings, naming, store, auth, readiness."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from prunekit.errors import InvalidModelFile
+from service.formats import detect, detect_format, is_safetensors
+from service.settings import Settings
+from service.storage import content_disposition, download_filename
+from worker.runner import summarize_report
+from worker.store import JobStore
+from svc_helpers import Models
+
+
+def test_format_detection(models: Models, tmp_path: Path) -> None:
+    import torch
+
+    assert detect_format(models.ts) == "torchscript"
+    assert detect(models.state_dict) == ("state_dict", "zip")
+    assert detect(models.evil) == ("state_dict", "pickle")  # by its first byte; never unpickled here
+    m = torch.nn.Linear(3, 2)
+    ep = torch.export.export(m, (torch.randn(1, 3),))
+    pt2 = tmp_path / "m.pt2"
+    torch.export.save(ep, str(pt2))
+    assert detect_format(pt2) == "export"
+    from safetensors.torch import save_file
+
+    st = tmp_path / "w.safetensors"
+    save_file(m.state_dict(), str(st))
+    assert detect(st) == ("state_dict", "safetensors")
+    assert is_safetensors(st) and not is_safetensors(models.ts)
+    bad_header = tmp_path / "bad.safetensors"
+    bad_header.write_bytes(struct.pack("<Q", 6) + b"{oops}" + b"\0" * 8)
+    assert not is_safetensors(bad_header)
+    for path in (models.empty, models.random, models.truncated):
+        with pytest.raises(InvalidModelFile):
+            detect_format(path)
+
+
+def test_api_keys_setting() -> None:
+    s = Settings(api_keys="k-aaaaaaaa=alice, k-bbbbbbbb=bob")
+    assert s.tenants_by_key == {"k-aaaaaaaa": "alice", "k-bbbbbbbb": "bob"}
+    assert Settings(api_keys="").tenants_by_key == {}
+    for bad in ("nokey", "short=alice", "k-aaaaaaaa="):
+        with pytest.raises(ValueError):
+            Settings(api_keys=bad)
+    assert Settings(broker_url="  ").broker_url is None and Settings().embedded
+
+
+def test_download_names() -> None:
+    assert download_filename("resnet50.pt", "model.pt") == "resnet50-pruned.pt"
+    assert download_filename("net.pt2", "model.pt2") == "net-pruned.pt2"
+    assert download_filename("w.safetensors", "state_dict.pt") == "w-pruned.pt"
+    assert download_filename("w.safetensors", "manifest.json") == "w-pruned-manifest.json"
+    assert download_filename(None, "model.pt") == "model-pruned.pt"
+    assert download_filename('evil"\r\nX: y.pt', "model.pt") == "evil___X: y-pruned.pt"
+    assert content_disposition("a.pt") == 'attachment; filename="a.pt"'
+    cd = content_disposition("modèle-pruned.pt")
+    assert cd.startswith('attachment; filename="mod_le-pruned.pt"') and "UTF-8''mod%C3%A8le-pruned.pt" in cd
+
+
+def test_summarize_report() -> None:
+    report = {"params_before": 200, "params_after": 50, "macs_before": 10, "macs_after": 5,
+              "file_size_before": 1000, "file_size_after": 300,
+              "check": {"max_abs": 1e-7, "max_rel": 1e-6, "passed": True}, "warnings": ["w1"]}
+    arts = [{"name": "model.pt"}, {"name": "report.json"}]
+    out = summarize_report(report, arts)
+    assert out["params"] == {"before": 200, "after": 50, "reduction_percent": 75.0}
+    assert out["macs"]["reduction_percent"] == 50.0
+    assert out["output_format"] == "torchscript" and out["warnings"] == ["w1"]
+    assert out["check"]["passed"] is True
+    assert summarize_report({}, [])["params"]["reduction_percent"] is None
+
+
+def _new(store: JobStore, job_id: str, tenant: str = "t") -> None:
+    store.create(job_id=job_id, tenant=tenant, input={"format": "torchscript", "size": 1, "sha256": "0" * 64,
+                                                      "path": "model.pt"}, spec={"ratio": 0.5})
+
+
+def exercise_store(store: JobStore) -> None:
+    """The job store's state machine; shared with the PostgreSQL test."""
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    for job_id in (a, b, c):
+        _new(store, job_id)
+    _new(store, "d" * 32, tenant="other")
+
+    claim = store.claim(a, worker="w1", max_attempts=2, stale_after=0.5)
+    assert claim.outcome == "claimed" and claim.attempt == 1
+    assert store.claim(a, worker="w2", max_attempts=2, stale_after=0.5).outcome == "busy"
+    assert store.progress(a, 1, "capture", 20.0, "capturing")
+    time.sleep(0.7)  # the first attempt's heartbeat goes stale: a redelivery may take over
+    claim2 = store.claim(a, worker="w2", max_attempts=2, stale_after=0.5)
+    assert claim2.outcome == "claimed" and claim2.attempt == 2
+    assert not store.progress(a, 1, "check", 60.0, "late write from the old attempt")  # fenced off
+    assert store.succeed(a, 2, result={"ok": True}, artifacts=[{"name": "model.pt"}])
+    assert store.claim(a, worker="w3", max_attempts=2, stale_after=0.5).outcome == "done"
+    job = store.get(a)
+    assert job is not None and job.status == "succeeded" and job.attempts == 2 and job.duration_s is not None
+
+    assert store.claim(b, worker="w1", max_attempts=1, stale_after=0.5).outcome == "claimed"
+    time.sleep(0.7)
+    assert store.claim(b, worker="w2", max_attempts=1, stale_after=0.5).outcome == "exhausted"
+    job = store.get(b)
+    assert job is not None and job.status == "failed" and job.error_code == "worker_lost"
+
+    assert store.cancel(c) and not store.cancel(c)
+    assert store.claim(c, worker="w1", max_attempts=3, stale_after=1).outcome == "done"
+    assert store.claim("e" * 32, worker="w1", max_attempts=3, stale_after=1).outcome == "missing"
+
+    page1 = store.list("t", limit=2)
+    assert [j.id for j in page1] == [c, b]
+    page2 = store.list("t", limit=2, before_seq=page1[-1].seq)
+    assert [j.id for j in page2] == [a]
+    assert [j.id for j in store.list("t", status="failed")] == [b]
+    assert store.get("d" * 32, tenant="t") is None
+
+    counts = store.counts_by_status()
+    assert counts["succeeded"] == 1 and counts["failed"] == 1 and counts["cancelled"] == 1 and counts["queued"] == 1
+    stats = store.duration_stats([0.001, 1000.0])
+    assert stats["succeeded"].count == 1 and stats["succeeded"].buckets[-1] == 1
+
+    d = "d" * 32
+    assert store.claim(d, worker="w1", max_attempts=3, stale_after=0.2).outcome == "claimed"
+    assert store.reap(stale_after=0.2, lost_after=60, max_attempts=3) == []  # attempts left: wait
+    time.sleep(0.4)
+    assert store.reap(stale_after=0.2, lost_after=0.3, max_attempts=3) == [d]  # silent too long
+    job = store.get(d)
+    assert job is not None and job.status == "failed" and "worker lost" in (job.error_message or "")
+    assert store.delete(d) and store.get(d) is None
+
+
+def test_store_state_machine_sqlite(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        exercise_store(store)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.dispose()
+
+
+def _app_client(tmp_path: Path, client_host: str, **settings: object):  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+
+    app = create_app(Settings(data_dir=tmp_path / "data", **settings))  # type: ignore[arg-type]
+    return TestClient(app, client=(client_host, 5555), raise_server_exceptions=False)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with")
+def test_without_keys_only_loopback_is_served(tmp_path: Path) -> None:
+    with _app_client(tmp_path, "203.0.113.7") as remote:
+        r = remote.get("/v1/jobs")
+        assert r.status_code == 401
+        assert "PRUNEKIT_API_KEYS" in r.json()["error"]["message"]
+        assert remote.get("/healthz").status_code == 200
+    with _app_client(tmp_path, "127.0.0.1") as local:
+        assert local.get("/v1/jobs").status_code == 200
+    with _app_client(tmp_path, "::1") as local6:
+        assert local6.get("/v1/jobs").status_code == 200
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with")
+def test_broker_down_means_not_ready_and_no_job(tmp_path: Path, models: Models) -> None:
+    with _app_client(tmp_path, "127.0.0.1", broker_url="redis://127.0.0.1:1/0") as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        body = r.json()
+        assert body["status"] == "unavailable" and body["checks"]["broker"]["ok"] is False
+        r = c.post("/v1/jobs", files={"model": ("m.pt", models.ts.read_bytes())},
+                   data={"spec": json.dumps({"ratio": 0.5, "inputs": [{"shape": [1, 3, 32, 32]}]})})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
+        assert c.get("/v1/jobs").json()["jobs"] == []
+        assert not any((tmp_path / "data" / "uploads").glob("*/model.pt"))

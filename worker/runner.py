@@ -1,0 +1,283 @@
+"""Run one job: the part shared by the Celery task and the embedded worker.
+
+Both execution modes call :func:`run_job` with a job id and nothing else: everything the job
+needs (its spec, where its upload is) is read from the job store, which keeps messages small and
+makes a redelivered message harmless.  The function
+
+* claims the job (idempotent: a finished or cancelled job is left alone, a job still held by a
+  live attempt is reported ``busy``, attempts are counted and capped),
+* calls :func:`prunekit.pipeline.prune_to_dir` into a private scratch folder, reporting progress
+  to the store (throttled) and checking, at every progress call, whether the job was cancelled
+  or ran out of time,
+* moves the finished artifacts into place with one atomic rename and records the outcome.
+
+User errors (:class:`prunekit.errors.PruneKitError`) keep their code and message; anything else is
+recorded as ``internal_error`` with a single line, and the traceback goes to the worker's log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .layout import Layout
+from .settings import WorkerSettings
+from .store import CANCELLED, JobStore
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACTS = {"model.pt": "torchscript", "model.pt2": "export", "state_dict.pt": "state_dict"}
+TIME_LIMIT = "time_limit"
+INTERNAL_ERROR = "internal_error"
+
+
+class JobCancelled(BaseException):
+    """Raised from the progress callback: the job was cancelled or taken over; stop now.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that an ``except Exception`` in the engine,
+    which turns failures into user-facing errors, cannot swallow it.
+    """
+
+
+class JobTimeLimit(BaseException):
+    """Raised from the progress callback when the job's deadline has passed (see JobCancelled)."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Progress:
+    """The engine's progress callback: throttled store writes, cancellation and deadline checks.
+
+    A write happens on every stage change and otherwise at most every ``interval`` seconds, so
+    an engine that reports per layer does not hammer the database.  A background heartbeat
+    keeps the job visibly alive through long stages; if the store says the job is no longer
+    ours (cancelled, or superseded by a redelivery) the next callback raises.
+    """
+
+    def __init__(self, store: JobStore, job_id: str, attempt: int, settings: WorkerSettings) -> None:
+        self.store, self.job_id, self.attempt = store, job_id, attempt
+        self.interval = settings.progress_interval
+        self.deadline = time.monotonic() + settings.job_time_limit
+        self.time_limit = settings.job_time_limit
+        self.heartbeat_interval = settings.heartbeat_interval
+        self.stages_seen: list[str] = []
+        self._stage: str | None = None
+        self._stage_started = time.monotonic()
+        self._seconds: dict[str, float] = {}
+        self._last_write = 0.0
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> "Progress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval):
+            try:
+                if not self.store.heartbeat(self.job_id, self.attempt):
+                    self._lost.set()
+                    return
+            except Exception:  # a database hiccup must not kill the job; the next beat retries
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def check(self) -> None:
+        if self._lost.is_set():
+            raise JobCancelled()
+        if time.monotonic() > self.deadline:
+            raise JobTimeLimit()
+
+    def _close_stage(self, now: float) -> None:
+        if self._stage is not None:
+            self._seconds[self._stage] = self._seconds.get(self._stage, 0.0) + now - self._stage_started
+        self._stage_started = now
+
+    def timings(self) -> dict[str, float]:
+        """Seconds spent in each stage so far (the current one up to now), for the job result:
+        where a slow job spent its time is the first thing its owner asks."""
+        self._close_stage(time.monotonic())
+        return {stage: round(sec, 3) for stage, sec in self._seconds.items()}
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        self.check()
+        now = time.monotonic()
+        new_stage = stage != self._stage
+        if not new_stage and now - self._last_write < self.interval:
+            return
+        if new_stage:
+            self._close_stage(now)
+            self._stage = stage
+            self.stages_seen.append(stage)
+        self._last_write = now
+        percent = round(100.0 * min(1.0, max(0.0, float(fraction))), 1)
+        if not self.store.progress(self.job_id, self.attempt, str(stage), percent, str(message or stage)):
+            self._lost.set()
+            raise JobCancelled()
+
+
+def _reduction(before: Any, after: Any) -> dict:
+    out: dict[str, Any] = {"before": before, "after": after, "reduction_percent": None}
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)) and before:
+        out["reduction_percent"] = round(100.0 * (1.0 - after / before), 2)
+    return out
+
+
+def summarize_report(report: dict, artifacts: list[dict]) -> dict:
+    """The job ``result``: the headline numbers of the engine's report (the full report is the
+    ``report.json`` artifact)."""
+    names = [a["name"] for a in artifacts]
+    fmt = next((MODEL_ARTIFACTS[n] for n in names if n in MODEL_ARTIFACTS), None)
+    check = report.get("check") or {}
+    return {
+        "output_format": fmt,
+        "params": _reduction(report.get("params_before"), report.get("params_after")),
+        "macs": _reduction(report.get("macs_before"), report.get("macs_after")),
+        "file_size": _reduction(report.get("file_size_before"), report.get("file_size_after")),
+        "check": {
+            "max_abs": check.get("max_abs"),
+            "max_rel": check.get("max_rel"),
+            "passed": check.get("passed"),
+        },
+        "warnings": [str(w) for w in report.get("warnings") or []],
+        "artifacts": names,
+    }
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _collect_artifacts(out_dir: Path, engine_artifacts: dict) -> list[dict]:
+    """Describe every file the engine wrote (copying in any it wrote elsewhere)."""
+    for path in (engine_artifacts or {}).values():
+        p = Path(path)
+        if p.is_file() and p.resolve().parent != out_dir.resolve():
+            shutil.copy2(p, out_dir / p.name)
+    files = sorted(p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    order = {n: i for i, n in enumerate([*MODEL_ARTIFACTS, "manifest.json", "report.json"])}
+    files.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
+    return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
+
+
+def run_job(
+    job_id: str,
+    settings: WorkerSettings,
+    *,
+    store: JobStore | None = None,
+    timeout_exceptions: tuple[type[BaseException], ...] = (),
+) -> str:
+    """Run ``job_id`` once.  Returns the claim outcome or the job's final status.
+
+    ``timeout_exceptions`` are the host's own time-limit exceptions (Celery's soft limit), which
+    are recorded like our deadline: code ``time_limit``.
+    """
+    from prunekit import pipeline
+    from prunekit.errors import PruneKitError
+    from prunekit.spec import parse_spec
+
+    store = store or JobStore(settings.resolved_database_url)
+    layout = Layout(settings.data_dir)
+    claim = store.claim(
+        job_id, worker=worker_name(), max_attempts=settings.job_max_attempts, stale_after=settings.stale_after
+    )
+    if claim.outcome != "claimed":
+        log.info("job %s not run: %s", job_id, claim.outcome)
+        if claim.outcome in ("done", "exhausted"):  # finished: drop whatever a lost attempt left
+            layout.remove_job_files(job_id, artifacts=False)
+        return claim.outcome
+    attempt, job = claim.attempt, claim.job
+    assert job is not None
+    log.info("job %s attempt %d started", job_id, attempt)
+
+    t_start = time.monotonic()
+    scratch = layout.work_dir(job_id) / f"attempt-{attempt}-{uuid.uuid4().hex[:8]}"
+    out_dir = scratch / "out"
+    out_dir.mkdir(parents=True)
+    upload_dir = layout.upload_dir(job_id)
+    model_path = upload_dir / job.input["path"]
+    inputs = job.input.get("inputs")
+    inputs_path = upload_dir / inputs["path"] if inputs else None
+
+    def fail(code: str, message: str) -> str:
+        store.fail(job_id, code, message, attempt=attempt)
+        log.info("job %s attempt %d failed: %s: %s", job_id, attempt, code, message)
+        return store.status_of(job_id) or "missing"
+
+    try:
+        with Progress(store, job_id, attempt, settings) as progress:
+            progress("load", 0.0, "reading the model")
+            spec = parse_spec(job.spec)
+            result = pipeline.prune_to_dir(
+                model_path, spec, out_dir, inputs_path=inputs_path, progress=progress
+            )
+            progress.check()
+            artifacts = _collect_artifacts(out_dir, getattr(result, "artifacts", {}) or {})
+            report = result.report.to_dict() if hasattr(result.report, "to_dict") else dict(result.report or {})
+            summary = summarize_report(report, artifacts)
+            summary["stages"] = progress.stages_seen
+            summary["stage_seconds"] = progress.timings()
+            if not any(a["name"] in MODEL_ARTIFACTS for a in artifacts):
+                return fail(INTERNAL_ERROR, "the engine finished without writing a model artifact")
+            # Still ours?  A fresh heartbeat also keeps any redelivery from claiming it meanwhile.
+            if not store.heartbeat(job_id, attempt):
+                raise JobCancelled()
+            final = layout.artifact_dir(job_id)
+            if final.exists():  # left by an attempt that died between its rename and its record
+                stale = scratch / "stale"
+                os.rename(final, stale)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(out_dir, final)
+            if not store.succeed(job_id, attempt, result=summary, artifacts=artifacts):
+                shutil.rmtree(final, ignore_errors=True)
+                raise JobCancelled()
+            log.info("job %s attempt %d succeeded", job_id, attempt)
+            return "succeeded"
+    except JobCancelled:
+        status = store.status_of(job_id)
+        log.info("job %s attempt %d stopped: job is now %s", job_id, attempt, status)
+        if status == CANCELLED:
+            layout.remove_job_files(job_id, artifacts=False)
+        return status or "missing"
+    except JobTimeLimit:
+        return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
+    except PruneKitError as exc:
+        if isinstance(exc.__context__, timeout_exceptions) or time.monotonic() - t_start > settings.job_time_limit:
+            # The host's soft time limit fired inside the engine, which wrapped it as its own error.
+            return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
+        return fail(exc.code, str(exc) or exc.code)
+    except timeout_exceptions:
+        return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
+    except Exception as exc:
+        log.exception("job %s attempt %d crashed", job_id, attempt)
+        text = str(exc).replace(str(layout.root), "<data>")
+        return fail(INTERNAL_ERROR, one_line(f"unexpected {type(exc).__name__} while pruning: {text}"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if store.status_of(job_id) in ("succeeded", "failed", "cancelled"):
+            # Finished: the upload and any scratch left by earlier, killed attempts can go.
+            shutil.rmtree(layout.work_dir(job_id), ignore_errors=True)
+            shutil.rmtree(upload_dir, ignore_errors=True)

@@ -1,0 +1,515 @@
+"""The job store: one SQL table that is the single source of truth about every job.
+
+The API writes new jobs and cancellations, workers write progress and outcomes, and both read.
+Because several processes (API, Celery children, embedded job processes) update the same row,
+every state change is one conditional ``UPDATE ... WHERE status ...`` whose row count says whether
+it won; nothing reads, decides in Python, then writes.  Writes from an attempt are additionally
+fenced by the attempt number, so an attempt that was superseded (its worker looked dead and the
+job was redelivered) can no longer touch the job.
+
+SQLite (WAL mode, for the single-machine default) and PostgreSQL (by URL) are supported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, Sequence
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+ACTIVE = (QUEUED, RUNNING)
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+WORKER_LOST = "worker_lost"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the job store")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "prunekit_jobs"
+
+    # ``seq`` orders jobs (newest first) and backs the opaque list cursor; ``id`` is public.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    tenant: Mapped[str] = mapped_column(String(128), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=QUEUED)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    progress_stage: Mapped[str | None] = mapped_column(String(32))
+    progress_percent: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    progress_message: Mapped[str | None] = mapped_column(Text)
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    input: Mapped[dict] = mapped_column(JSON, nullable=False)
+    input_size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    spec: Mapped[dict] = mapped_column(JSON, nullable=False)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    artifacts: Mapped[list | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_prunekit_jobs_tenant_seq", "tenant", "seq"),
+        Index("ix_prunekit_jobs_status", "status"),
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job row, detached from the database."""
+
+    seq: int
+    id: str
+    tenant: str
+    status: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    attempts: int
+    worker: str | None
+    progress_stage: str | None
+    progress_percent: float
+    progress_message: str | None
+    progress_at: datetime | None
+    input: dict
+    spec: dict
+    result: dict | None
+    artifacts: list | None
+    error_code: str | None
+    error_message: str | None
+    duration_s: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+_JOB_FIELDS = [f for f in Job.__dataclass_fields__]
+_TABLE = JobRow.__table__
+_GET = select(_TABLE).where(_TABLE.c.id == bindparam("id"))
+_GET_FOR_TENANT = select(_TABLE).where(_TABLE.c.id == bindparam("id"), _TABLE.c.tenant == bindparam("tenant"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of a worker trying to start a job.
+
+    ``claimed``: run it as ``attempt``.  ``done``: already finished or cancelled, nothing to do
+    (a redelivered message).  ``busy``: another live attempt holds it.  ``exhausted``: attempts
+    used up, the job was failed.  ``missing``: no such job (deleted).
+    """
+
+    outcome: Literal["claimed", "done", "busy", "exhausted", "missing"]
+    attempt: int = 0
+    job: Job | None = None
+
+
+@dataclass
+class DurationStats:
+    buckets: list[int] = field(default_factory=list)  # cumulative counts per upper bound
+    count: int = 0
+    total: float = 0.0
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick an installed PostgreSQL driver for a plain ``postgresql://`` URL.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; deployments commonly install
+    ``psycopg2-binary`` instead, so fall back to it rather than failing at connect time.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            try:
+                import psycopg2  # noqa: F401
+
+                url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+            except ImportError:
+                pass
+    return url
+
+
+def _make_engine(url: str) -> Engine:
+    url = normalize_database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the API read while a worker writes; NORMAL sync is durable enough with WAL.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class JobStore:
+    """All reads and writes of job records."""
+
+    def __init__(self, url: str, *, create_tables: bool = True) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        if create_tables:
+            self.create_tables()
+
+    def create_tables(self) -> None:
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError:
+            # Another process created the table between our check and our CREATE.
+            Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- API side -----------------------------------------------------------------------------
+
+    def create(self, *, job_id: str, tenant: str, input: dict, spec: dict) -> Job:
+        now = utcnow()
+        values = dict(
+            id=job_id,
+            tenant=tenant,
+            status=QUEUED,
+            created_at=now,
+            attempts=0,
+            progress_stage="queued",
+            progress_percent=0.0,
+            progress_message="waiting for a worker",
+            progress_at=now,
+            input=input,
+            input_size=int(input.get("size", 0)),
+            spec=spec,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(JobRow.__table__.insert().values(**values))
+        job = self.get(job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        # The hot path (status polling): statements built once, on the Core table.
+        if tenant is None:
+            stmt, params = _GET, {"id": job_id}
+        else:
+            stmt, params = _GET_FOR_TENANT, {"id": job_id, "tenant": tenant}
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt, params).first()
+        return None if row is None else _row_to_job(row)
+
+    def list(
+        self, tenant: str, *, status: str | None = None, limit: int = 20, before_seq: int | None = None
+    ) -> list[Job]:
+        """The tenant's jobs newest first; ``before_seq`` continues after a previous page."""
+        stmt = select(JobRow).where(JobRow.tenant == tenant)
+        if status is not None:
+            stmt = stmt.where(JobRow.status == status)
+        if before_seq is not None:
+            stmt = stmt.where(JobRow.seq < before_seq)
+        stmt = stmt.order_by(JobRow.seq.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_row_to_job(r) for r in conn.execute(stmt).all()]
+
+    def cancel(self, job_id: str) -> bool:
+        """Queued or running → cancelled.  False if it had already finished."""
+        now = utcnow()
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status.in_(ACTIVE))
+            .values(
+                status=CANCELLED,
+                finished_at=now,
+                progress_message="cancelled",
+                progress_at=now,
+                error_code="cancelled",
+                error_message="the job was cancelled by its owner",
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job's record (its files are the caller's business)."""
+        stmt = delete(JobRow).where(JobRow.id == job_id, JobRow.status.in_(TERMINAL))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def delete_any(self, job_id: str) -> None:
+        """Remove a record whatever its state: only for a job whose submission failed."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(JobRow).where(JobRow.id == job_id))
+
+    # -- worker side --------------------------------------------------------------------------
+
+    def claim(self, job_id: str, *, worker: str, max_attempts: int, stale_after: float) -> Claim:
+        """Start an attempt: queued (or running with a dead heartbeat) → running, attempts+1."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=stale_after)
+        startable = or_(
+            JobRow.status == QUEUED,
+            and_(JobRow.status == RUNNING, or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < cutoff)),
+        )
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.attempts < max_attempts, startable)
+            .values(
+                status=RUNNING,
+                attempts=JobRow.attempts + 1,
+                started_at=func.coalesce(JobRow.started_at, now),
+                heartbeat_at=now,
+                worker=worker[:255],
+                progress_stage="starting",
+                progress_percent=0.0,
+                progress_message="starting",
+                progress_at=now,
+            )
+        )
+        with self.engine.begin() as conn:
+            won = conn.execute(stmt).rowcount == 1
+            row = conn.execute(select(JobRow).where(JobRow.id == job_id)).first()
+        if row is None:
+            return Claim("missing")
+        job = _row_to_job(row)
+        if won:
+            return Claim("claimed", attempt=job.attempts, job=job)
+        if job.status in TERMINAL:
+            return Claim("done", job=job)
+        if job.status == RUNNING and job.heartbeat_at is not None and job.heartbeat_at >= cutoff:
+            return Claim("busy", job=job)
+        self.fail(
+            job_id,
+            WORKER_LOST,
+            f"the worker running this job was lost {job.attempts} time(s); giving up after "
+            f"{max_attempts} attempt(s)",
+        )
+        return Claim("exhausted", job=self.get(job_id))
+
+    def _mine(self, job_id: str, attempt: int) -> Any:
+        return and_(JobRow.id == job_id, JobRow.status == RUNNING, JobRow.attempts == attempt)
+
+    def progress(self, job_id: str, attempt: int, stage: str, percent: float, message: str) -> bool:
+        """Record progress (and a heartbeat).  False: the job is no longer ours to run."""
+        now = utcnow()
+        stmt = (
+            update(JobRow)
+            .where(self._mine(job_id, attempt))
+            .values(
+                progress_stage=stage[:32],
+                progress_percent=float(percent),
+                progress_message=message[:1000],
+                progress_at=now,
+                heartbeat_at=now,
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def heartbeat(self, job_id: str, attempt: int) -> bool:
+        stmt = update(JobRow).where(self._mine(job_id, attempt)).values(heartbeat_at=utcnow())
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def succeed(self, job_id: str, attempt: int, *, result: dict, artifacts: list[dict]) -> bool:
+        now = utcnow()
+        job = self.get(job_id)
+        duration = (now - job.started_at).total_seconds() if job and job.started_at else None
+        stmt = (
+            update(JobRow)
+            .where(self._mine(job_id, attempt))
+            .values(
+                status=SUCCEEDED,
+                finished_at=now,
+                heartbeat_at=now,
+                progress_stage="done",
+                progress_percent=100.0,
+                progress_message="finished",
+                progress_at=now,
+                result=result,
+                artifacts=artifacts,
+                duration_s=duration,
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def fail(self, job_id: str, code: str, message: str, *, attempt: int | None = None) -> bool:
+        """Active → failed.  With ``attempt``, only if that attempt still owns the job."""
+        now = utcnow()
+        cond = self._mine(job_id, attempt) if attempt is not None else and_(
+            JobRow.id == job_id, JobRow.status.in_(ACTIVE)
+        )
+        job = self.get(job_id)
+        duration = (now - job.started_at).total_seconds() if job and job.started_at else None
+        stmt = (
+            update(JobRow)
+            .where(cond)
+            .values(
+                status=FAILED,
+                finished_at=now,
+                progress_message="failed",
+                progress_at=now,
+                error_code=code[:64],
+                error_message=message[:2000],
+                duration_s=duration,
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        """Running → queued after a lost attempt (embedded mode, where there is no broker)."""
+        stmt = (
+            update(JobRow)
+            .where(self._mine(job_id, attempt))
+            .values(status=QUEUED, progress_stage="queued", progress_message="retrying after a lost worker")
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def status_of(self, job_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(JobRow.status).where(JobRow.id == job_id)).scalar()
+
+    def ids_with_status(self, status: str, *, limit: int = 100) -> list[str]:
+        """Oldest first: the order jobs should be started in."""
+        stmt = select(JobRow.id).where(JobRow.status == status).order_by(JobRow.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    # -- housekeeping and metrics -------------------------------------------------------------
+
+    def reap(self, *, stale_after: float, lost_after: float, max_attempts: int) -> list[str]:
+        """Fail running jobs whose worker is gone for good.
+
+        A job without a heartbeat for ``stale_after`` whose attempts are used up will never be
+        redelivered successfully; one silent for ``lost_after`` has lost its broker message.
+        """
+        now = utcnow()
+        stale = now - timedelta(seconds=stale_after)
+        lost = now - timedelta(seconds=lost_after)
+        stmt = select(JobRow.id, JobRow.attempts).where(
+            JobRow.status == RUNNING,
+            or_(
+                and_(JobRow.attempts >= max_attempts, JobRow.heartbeat_at < stale),
+                JobRow.heartbeat_at < lost,
+            ),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        reaped = []
+        for job_id, attempts in rows:
+            msg = (
+                f"worker lost: no heartbeat from the worker running this job for over "
+                f"{int(stale_after)}s (attempt {attempts} of {max_attempts})"
+            )
+            cond = and_(JobRow.id == job_id, JobRow.status == RUNNING, JobRow.attempts == attempts,
+                        JobRow.heartbeat_at < stale)
+            with self.engine.begin() as conn:
+                n = conn.execute(
+                    update(JobRow).where(cond).values(
+                        status=FAILED, finished_at=now, error_code=WORKER_LOST, error_message=msg,
+                        progress_message="failed",
+                    )
+                ).rowcount
+            if n:
+                reaped.append(job_id)
+        return reaped
+
+    def counts_by_status(self) -> dict[str, int]:
+        stmt = select(JobRow.status, func.count()).group_by(JobRow.status)
+        with self.engine.connect() as conn:
+            counts = {s: 0 for s in STATUSES}
+            counts.update({s: int(n) for s, n in conn.execute(stmt).all()})
+            return counts
+
+    def duration_stats(self, bounds: Sequence[float]) -> dict[str, DurationStats]:
+        """Per final status: cumulative bucket counts, count and sum of run durations."""
+        cols = [func.sum(case((JobRow.duration_s <= b, 1), else_=0)) for b in bounds]
+        stmt = (
+            select(JobRow.status, func.count(), func.coalesce(func.sum(JobRow.duration_s), 0.0), *cols)
+            .where(JobRow.duration_s.is_not(None))
+            .group_by(JobRow.status)
+        )
+        out: dict[str, DurationStats] = {}
+        with self.engine.connect() as conn:
+            for status, count, total, *buckets in conn.execute(stmt).all():
+                out[status] = DurationStats([int(b or 0) for b in buckets], int(count), float(total))
+        return out
+
+
+def _row_to_job(row: Any) -> Job:
+    # Core rows of ``select(JobRow)`` carry one value per column, keyed by column name.
+    m = row._mapping
+    return Job(**{name: m[name] for name in _JOB_FIELDS})
