@@ -94,3 +94,33 @@ def verify(
         )
     return res
 
+
+def same_outputs(a, b, tolerance: float = 1e-4) -> bool:
+    """Whether two models' outputs (any pytree) agree: same structure and shapes, integers equal,
+    floats within ``tolerance`` of the larger magnitude, NaN where the other has NaN.
+
+    For the capture-time rewrites (batch relaxation, fused-op decomposition), which must
+    reproduce the program they replace before they are used.
+    """
+    flat_a, flat_b = tree_flatten(a)[0], tree_flatten(b)[0]
+    if len(flat_a) != len(flat_b):
+        return False
+    for x, y in zip(flat_a, flat_b):
+        if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
+            return False
+        if not isinstance(x, torch.Tensor):
+            continue
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        if not x.is_floating_point():
+            if not torch.equal(x, y):
+                return False
+            continue
+        if not torch.equal(x.isnan(), y.isnan()):
+            return False
+        x, y = x.double().nan_to_num(0.0), y.double().nan_to_num(0.0)
+        scale = max(1.0, float(x.abs().max())) if x.numel() else 1.0
+        if x.numel() and float((x - y).abs().max()) > tolerance * scale:
+            return False
+    return True
+

@@ -61,6 +61,10 @@ def _is_size(v: object) -> bool:
     )
 
 
+# Internal ops with no Python binding, and the public op that computes the same thing.
+_TRACEABLE_ALIASES = {"_unsafe_view": "reshape"}
+
+
 def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
     """Make batch-dependent sizes survive ``torch.jit.trace``.
 
@@ -86,7 +90,7 @@ def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
             continue
         if not any(_is_size(v) for a in node.args for v in (a if isinstance(a, (list, tuple)) else [a])):
             continue
-        name = node.target.overloadpacket.__name__
+        name = _TRACEABLE_ALIASES.get(node.target.overloadpacket.__name__, node.target.overloadpacket.__name__)
         if hasattr(torch._C._VariableFunctions, name):
             node.target = getattr(torch._C._VariableFunctions, name)
         elif hasattr(torch.Tensor, name):

@@ -9,6 +9,8 @@ fully-qualified names, which is exactly what specs refer to.
   back into parameters so parameter counts stay meaningful;
 * ``.pt2``: used as stored (re-exported with a dynamic batch when it was saved static).
 
+Fused transformer kernels that eval-mode tracing records are then opened up (``fused.py``).
+
 The example batch is 2: a batch of 1 makes export specialise the batch dimension.
 """
 
@@ -25,7 +27,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .check import same_outputs
 from .errors import CaptureFailed, first_line
+from .fused import open_fused_ops
 from .inputs import InputSignature, sample_inputs
 from .loading import LoadedModel
 
@@ -240,6 +244,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
             else:
                 notes.append("the export archive has a fixed batch size; the pruned model keeps it")
         example = _fit_example_to_program(ep, example)
+    ep = open_fused_ops(ep, example, notes)
     gm = ep.module()
     _strip_runtime_guards(gm)
     if loaded.format == "torchscript":
@@ -247,6 +252,15 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
         _map_lifted_constants(gm, dict(loaded.module.named_parameters()))
         _fold_scalar_arithmetic(gm)
     return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes)
+
+
+# Converter failures whose cause users can act on: a fragment of the error → what to do.
+CONVERTER_HINTS = {
+    "_nested_tensor_from_mask": (
+        "The trace took nn.TransformerEncoder's nested-tensor fast path (a padding mask in inference "
+        "mode); trace it with enable_nested_tensor=False, or upload a state-dict or torch.export archive"
+    ),
+}
 
 
 def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple):
@@ -262,9 +276,9 @@ def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple):
                 return TS2EPConverter(ts, ex).convert(), ex
         except Exception as exc:
             error = error or exc
-    raise CaptureFailed(
-        f"the TorchScript model could not be converted to a graph: {first_line(error, with_type=True)}"
-    ) from None
+    message = f"the TorchScript model could not be converted to a graph: {first_line(error, with_type=True)}"
+    hint = next((h for key, h in CONVERTER_HINTS.items() if key in str(error)), None)
+    raise CaptureFailed(f"{message}. {hint}" if hint else message) from None
 
 
 def _relax_batch(ep, example: tuple):
@@ -280,12 +294,7 @@ def _relax_batch(ep, example: tuple):
         with _quiet():
             relaxed = torch.export.export(gm, example, dynamic_shapes=_dynamic_shapes(len(example)), strict=False)
             with torch.no_grad():
-                want, got = ep.module()(*fixed), relaxed.module()(*fixed)
-        want_flat = torch.utils._pytree.tree_flatten(want)[0]
-        got_flat = torch.utils._pytree.tree_flatten(got)[0]
-        same = len(want_flat) == len(got_flat) and all(
-            torch.allclose(a, b) for a, b in zip(want_flat, got_flat) if isinstance(a, torch.Tensor)
-        )
+                same = same_outputs(ep.module()(*fixed), relaxed.module()(*fixed))
         return relaxed if same else None
     except Exception:
         return None
