@@ -107,19 +107,34 @@ def _strip_runtime_guards(gm: fx.GraphModule) -> None:
 
 _SCALAR_OPS = {
     "mul": operator.mul, "add": operator.add, "sub": operator.sub,
-    "floor_divide": operator.floordiv, "remainder": operator.mod,
+    "floor_divide": operator.floordiv, "remainder": operator.mod, "rsub": operator.sub,
 }
 
 
-def _fold_scalar_arithmetic(gm: fx.GraphModule) -> None:
+def _aten_name(node: fx.Node) -> str | None:
+    """The ATen op name of a call, whether it targets an overload (``aten.mul.Tensor``, as after
+    export) or a packet (``aten.mul``, as in the converter's graph before its retrace)."""
+    if node.op != "call_function":
+        return None
+    if isinstance(node.target, torch._ops.OpOverload):
+        return node.target.overloadpacket.__name__
+    if isinstance(node.target, torch._ops.OpOverloadPacket):
+        return node.target.__name__
+    return None
+
+
+def _fold_scalar_arithmetic(gm: fx.GraphModule) -> set:
     """Turn TS2EP's tensorised size arithmetic back into plain integer arithmetic.
 
     TorchScript computes ``bsz * num_heads`` on ints; the converter rebuilds it as
     ``scalar_tensor(size) * lifted_tensor`` followed by ``.item()``.  Tracing cannot follow an
     ``.item()``, and the analysis cannot see through it, so the chain is rewritten with
-    ``operator`` calls on the sizes themselves.
+    ``operator`` calls on the sizes themselves.  Run on the converter's graph before its
+    retrace, this also keeps padding arithmetic like Swin's ``(7 - W % 7) % 7`` from becoming
+    data-dependent sizes the retrace cannot guard on.
     """
     as_int: dict[fx.Node, object] = {}
+    folded: set = set()
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op == "get_attr":
@@ -127,9 +142,9 @@ def _fold_scalar_arithmetic(gm: fx.GraphModule) -> None:
             if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point() and t.dtype != torch.bool:
                 as_int[node] = int(t.item())
             continue
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        name = _aten_name(node)
+        if name is None:
             continue
-        name = node.target.overloadpacket.__name__
         if name == "scalar_tensor" and not isinstance(node.args[0], float):
             as_int[node] = node.args[0]
         elif name in ("_to_copy", "to") and node.args[0] in as_int:
@@ -138,11 +153,16 @@ def _fold_scalar_arithmetic(gm: fx.GraphModule) -> None:
                 as_int[node] = as_int[node.args[0]]
         elif name in _SCALAR_OPS or (name == "div" and node.kwargs.get("rounding_mode") == "floor"):
             a, b = node.args[0], node.args[1]
+            if name == "rsub":  # rsub(a, b, alpha) = b - alpha * a
+                if (node.args[2] if len(node.args) > 2 else node.kwargs.get("alpha", 1)) != 1:
+                    continue
+                a, b = b, a
             va = as_int.get(a, a if isinstance(a, int) else None) if isinstance(a, (fx.Node, int)) else None
             vb = as_int.get(b, b if isinstance(b, int) else None) if isinstance(b, (fx.Node, int)) else None
             if va is None or vb is None:
                 continue
             fn = operator.floordiv if name == "div" else _SCALAR_OPS[name]
+            folded.add(fn)
             with graph.inserting_before(node):
                 as_int[node] = graph.call_function(fn, (va, vb))
         elif name == "_local_scalar_dense" and node.args[0] in as_int:
@@ -150,6 +170,7 @@ def _fold_scalar_arithmetic(gm: fx.GraphModule) -> None:
             node.replace_all_uses_with(value) if isinstance(value, fx.Node) else _replace_with_const(node, value)
     graph.eliminate_dead_code()
     gm.recompile()
+    return folded
 
 
 def _replace_with_const(node: fx.Node, value: int) -> None:
@@ -229,7 +250,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
             example = sample_inputs(sigs, own_batch, seed)
             ep, dynamic = _export(loaded.module, example, notes)
     elif loaded.format == "torchscript":
-        ep, example = _convert_torchscript(loaded.module, sigs, seed, own_batch, example)
+        ep, example = _convert_torchscript(loaded.module, sigs, seed, own_batch, example, notes)
         dynamic = _batch_is_dynamic(ep)
         if not dynamic:
             notes.append("the TorchScript model specialises its batch size; the pruned model keeps it")
@@ -263,17 +284,59 @@ CONVERTER_HINTS = {
 }
 
 
-def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple):
-    """TS2EP at batch 2 (batch 1 would specialise the program); a model traced with its batch
-    size baked in converts only at that size, so that is tried next."""
+def _ts_to_export(ts, example: tuple, notes: list[str]):
+    """TS2EPConverter, with tensorised size arithmetic folded before the converter retraces.
+
+    The converter retraces with every dimension dynamic, which keeps sequence lengths and image
+    sizes free.  A model that takes its sizes modulo something (Swin's window padding,
+    ``(7 - W % 7) % 7``) sends the symbolic-shape solver into minutes of work over ``Mod``
+    expressions; such a model is retraced with only the batch dimension dynamic instead.
+    """
     from torch._export.converter import TS2EPConverter
 
+    class SizeFoldingConverter(TS2EPConverter):
+        def retrace_as_exported_program(self, gm, name_to_constant):
+            folded = _fold_scalar_arithmetic(gm)
+            if operator.mod not in folded:
+                return super().retrace_as_exported_program(gm, name_to_constant)
+            notes.append("the TorchScript model computes paddings from its input sizes; "
+                         "the pruned model keeps the example's sizes except the batch")
+            with _batch_only_retrace():
+                return super().retrace_as_exported_program(gm, name_to_constant)
+
+    return SizeFoldingConverter(ts, example).convert()
+
+
+@contextlib.contextmanager
+def _batch_only_retrace():
+    """Within the converter's retrace, make only dimension 0 of each input dynamic."""
+    import torch.export._trace as export_trace
+
+    real = export_trace._export
+
+    def batch_only(mod, args, *rest, dynamic_shapes=None, **kwargs):
+        if dynamic_shapes is not None:
+            dynamic_shapes = tuple(
+                {0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() else None for a in args
+            )
+        return real(mod, args, *rest, dynamic_shapes=dynamic_shapes, **kwargs)
+
+    export_trace._export = batch_only
+    try:
+        yield
+    finally:
+        export_trace._export = real
+
+
+def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):
+    """TS2EP at batch 2 (batch 1 would specialise the program); a model traced with its batch
+    size baked in converts only at that size, so that is tried next."""
     attempts = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != CAPTURE_BATCH else [])
     error: BaseException | None = None
     for ex in attempts:
         try:
             with _quiet():
-                return TS2EPConverter(ts, ex).convert(), ex
+                return _ts_to_export(ts, ex, notes), ex
         except Exception as exc:
             error = error or exc
     message = f"the TorchScript model could not be converted to a graph: {first_line(error, with_type=True)}"
