@@ -145,6 +145,32 @@ def prelu(ctx: Ctx, node: fx.Node) -> Labels:
     return tuple(lab)
 
 
+@rule(*_ops("pixel_shuffle"))
+def pixel_shuffle(ctx: Ctx, node: fx.Node) -> Labels:
+    """Channel c of the output is laid out from input channels c*r*r ... c*r*r + r*r - 1: a block
+    goes (or stays) as one channel."""
+    lab = list(ctx.lab(node.args[0]))
+    r2 = int(ctx.arg(1, "upscale_factor", 1)) ** 2
+    c = len(lab) - 3  # channels come before (H, W)
+    if lab[c] is not None:
+        blocks = lab[c].reshape(-1, r2)
+        for k in range(1, r2):
+            ctx.unify(blocks[:, 0], blocks[:, k], ctx.reason("one output channel of a pixel shuffle"))
+        lab[c] = blocks[:, 0].copy()
+    return tuple(lab)
+
+
+@rule(*_ops("pixel_unshuffle"))
+def pixel_unshuffle(ctx: Ctx, node: fx.Node) -> Labels:
+    """Each input channel becomes r*r consecutive output channels, removed together."""
+    lab = list(ctx.lab(node.args[0]))
+    r2 = int(ctx.arg(1, "downscale_factor", 1)) ** 2
+    c = len(lab) - 3
+    if lab[c] is not None:
+        lab[c] = np.repeat(lab[c], r2)
+    return tuple(lab)
+
+
 @rule(*_ops("glu"))
 def glu(ctx: Ctx, node: fx.Node) -> Labels:
     x = node.args[0]
@@ -583,14 +609,25 @@ def split(ctx: Ctx, node: fx.Node) -> list:
     xl = ctx.lab(node.args[0])
     n = len(xl)
     d = _dim(ctx_dim(node, 2), n)
-    outs = []
-    start = 0
-    for s in ctx.a.shapes.get(node.name):
-        size = s[d]
-        piece = xl[d][start : start + size] if xl[d] is not None else None
+    sizes = [s[d] for s in ctx.a.shapes.get(node.name)]
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(xl[d][start : start + size] if xl[d] is not None else None)
         start += size
-        outs.append(tuple(piece if i == d else xl[i] for i in range(n)))
-    return outs
+    if ctx.a.eager and xl[d] is not None and len(set(sizes)) == 1 and _splits_evenly(node):
+        # eager code (``x.chunk(2, 1)``) splits whatever arrives into equal parts: the parts must
+        # keep equal counts, so the j-th channel of every part goes with the j-th of the first
+        for k in range(1, len(pieces)):
+            ctx.unify(pieces[0], pieces[k], ctx.reason("equal parts in eager code"))
+    return [tuple(piece if i == d else xl[i] for i in range(n)) for piece in pieces]
+
+
+def _splits_evenly(node: fx.Node) -> bool:
+    """An equal split by count or by one size (``chunk``, ``split(int)``), not by a list of sizes."""
+    name = node.target.overloadpacket.__name__
+    if name == "chunk":
+        return True
+    return name in ("split", "unsafe_split", "tensor_split") and isinstance(node.args[1], int)
 
 
 @rule(*_ops("unbind"))
