@@ -160,6 +160,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     report.channels_before = sum(len(g.roots) for g in plan.groups)
     report.channels_removed = len(plan.removed)
     report.groups = [g.to_dict() for g in plan.groups]
+    report.kept = [{"param": n, "reason": why} for n, why in plan.pinned_reasons.items()]
 
     prog.start("remove", f"removing {len(plan.removed)} channels")
     roots = analysis.atoms.roots()

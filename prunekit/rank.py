@@ -51,7 +51,7 @@ class Group:
 class Plan:
     groups: list[Group]
     removed: set[int]                  # roots of removed channels
-    pinned_reasons: dict[str, str] = field(default_factory=dict)  # leader -> why its channels stay
+    pinned_reasons: dict[str, str] = field(default_factory=dict)  # weight -> why its output channels stay
     warnings: list[str] = field(default_factory=list)
 
 
@@ -232,7 +232,9 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
         else:
             reason = f"ratio {spec.ratio} removes less than one channel from every group"
         raise InvalidSpec(f"nothing to prune: {reason}")
-    return Plan(groups=groups, removed=removed, warnings=warnings)
+    grouped = {n for g in groups for n, d in g.slots if d == 0}
+    pinned = {n: why_pinned(n) for n, t in tensors.items() if t.dim() >= 2 and t.shape[0] > 1 and n not in grouped}
+    return Plan(groups=groups, removed=removed, pinned_reasons=pinned, warnings=warnings)
 
 
 def _choose_local(g: Group, ratio: float, spec: Spec, removed: set[int]) -> None:

@@ -33,6 +33,7 @@ class PruneReport:
     layers: list[LayerChange] = field(default_factory=list)
     groups: list[dict] = field(default_factory=list)
     barriers: list[dict] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)  # weights whose output channels all stay, and why
     check: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
