@@ -37,7 +37,8 @@ MANIFEST_NAME = "manifest.json"
 def atomic_path(final: Path):
     """Yield a temporary path beside ``final``; rename it into place only on success."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    # the suffix stays last: torch.export.save warns about a name not ending in .pt2
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix, dir=final.parent)
     os.close(fd)
     try:
         yield Path(tmp)

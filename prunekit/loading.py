@@ -154,8 +154,9 @@ def load_model(path: "str | Path", *, architecture: str | None = None) -> Loaded
         return LoadedModel(fmt, size, module=ts, param_names=names)
     if fmt == "export":
         try:
-            with _weights_only_unpickling():
-                ep = torch.export.load(str(path))
+            # a file object: uploads keep no ".pt2" name, and torch warns about any other name
+            with _weights_only_unpickling(), open(path, "rb") as f:
+                ep = torch.export.load(f)
         except UnsafeModelFile:
             raise
         except pickle.UnpicklingError as exc:
