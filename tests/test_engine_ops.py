@@ -134,6 +134,20 @@ class BmmAddmm(nn.Module):
         return torch.bmm(h.unsqueeze(1), self.w2.expand(x.shape[0], -1, -1)).squeeze(1)
 
 
+class PixelShuffles(nn.Module):
+    """Space-to-depth and back: a shuffled channel is a block of r*r input channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(64, 24, 3, padding=1)
+        self.c3 = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.c2(F.pixel_unshuffle(F.relu(self.c1(x)), 2)))
+        return self.c3(F.pixel_shuffle(h, 2))
+
+
 CASES = {
     "conv_transpose": (ConvTranspose, [{"shape": [1, 3, 16, 16]}], ["c.weight", "up.weight"]),
     "group_norm": (GroupNormNet, [{"shape": [1, 3, 8, 8]}], ["c1.weight"]),
@@ -144,6 +158,7 @@ CASES = {
     "sdpa_default_scale": (SdpaNoScale, [{"shape": [1, 5, 16]}], ["qkv.weight"]),
     "flatten_linear": (FlattenLinear, [{"shape": [1, 3, 8, 8]}], ["c.weight"]),
     "addmm_bmm": (BmmAddmm, [{"shape": [1, 12]}], ["w1"]),
+    "pixel_shuffle": (PixelShuffles, [{"shape": [1, 3, 8, 8]}], ["c1.weight", "c2.weight"]),
 }
 
 
@@ -167,6 +182,13 @@ def test_pattern_prunes_and_checks(case):
         assert res.model(*x).shape[0] == b
 
 
+def test_pixel_shuffle_removes_whole_blocks():
+    res = prunekit.prune(PixelShuffles().eval(), {"ratio": 0.5, "inputs": [{"shape": [1, 3, 8, 8]}]})
+    c2_out, c3_in = res.model.c2.weight.shape[0], res.model.c3.weight.shape[1]
+    assert c2_out == 4 * c3_in and c3_in < 6  # blocks of 2*2 went whole
+    assert res.model.c2.weight.shape[1] == 4 * res.model.c1.weight.shape[0]  # unshuffle: r*r per channel
+
+
 def test_group_norm_removes_whole_groups():
     res = prunekit.prune(GroupNormNet().eval(), {"ratio": 0.5, "inputs": [{"shape": [1, 3, 8, 8]}]})
     assert res.model.c1.weight.shape[0] == 8  # two of four groups of four channels
@@ -186,21 +208,24 @@ def test_layer_norm_pins_its_channels():
     res = prunekit.prune(LN().eval(), {"ratio": 0.5, "inputs": [{"shape": [1, 8]}]})
     assert res.model.fc1.weight.shape[0] == 16  # normalised over: kept
     assert res.model.fc2.weight.shape[0] == 16  # free: halved
+    # The report says which weights kept every output channel, and why.
+    kept = {k["param"]: k["reason"] for k in res.report.kept}
+    assert set(kept) == {"fc1.weight"} and "layer_norm" in kept["fc1.weight"], kept
 
 
 def test_unknown_op_is_a_barrier_not_a_crash():
     class Shuffle(nn.Module):
         def __init__(self):
             super().__init__()
-            self.c1, self.c2, self.c3 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(4, 8, 1), nn.Conv2d(8, 4, 1)
+            self.c1, self.c2, self.c3 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1), nn.Conv2d(8, 4, 1)
 
         def forward(self, x):
-            y = F.pixel_shuffle(self.c1(x), 2)  # no channel rule
+            y = torch.logcumsumexp(self.c1(x), dim=1)  # mixes channels; no channel rule
             return self.c3(F.relu(self.c2(y)))
 
     res = prunekit.prune(Shuffle().eval(), {"ratio": 0.5, "inputs": [{"shape": [1, 3, 8, 8]}]})
-    assert {b["op"] for b in res.report.barriers} == {"aten.pixel_shuffle.default"}
-    assert any("pixel_shuffle" in w for w in res.report.warnings)
+    assert {b["op"] for b in res.report.barriers} == {"aten.logcumsumexp.default"}
+    assert any("logcumsumexp" in w for w in res.report.warnings)
     assert res.model.c1.weight.shape[0] == 16  # channels through the barrier are kept
     assert res.model.c2.weight.shape[0] == 4   # the rest still prunes
 
@@ -355,3 +380,64 @@ def test_fixed_batch_export_archive_is_made_dynamic_when_possible(tmp_path):
     assert res.report.dynamic_batch and any("made dynamic" in w for w in res.report.warnings)
     pruned = torch.export.load(str(res.artifacts["model.pt2"])).module()
     assert pruned(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+
+
+def _channel_shuffle(x, groups: int = 2):
+    b, c, h, w = x.size()
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
+
+
+class ShuffleBlock(nn.Module):
+    """ShuffleNet V2's unit: stride 2 runs two branches, stride 1 halves the input with chunk."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        half = cout // 2
+        self.stride = stride
+        if stride == 2:
+            self.branch1 = nn.Sequential(nn.Conv2d(cin, cin, 3, 2, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                                         nn.Conv2d(cin, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(cin if stride == 2 else half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(),
+            nn.Conv2d(half, half, 3, stride, 1, groups=half, bias=False), nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return _channel_shuffle(out)
+
+
+class MiniShuffleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.stage = nn.Sequential(ShuffleBlock(16, 32, 2), ShuffleBlock(32, 32, 1), ShuffleBlock(32, 32, 1))
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(self.stage(self.stem(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("ratio", [0.4, 0.5, 0.7])  # 0.4 and 0.7 left 11 + 10 before the fix
+def test_state_dict_output_keeps_eager_chunks_equal(ratio, tmp_path):
+    """Eager ``x.chunk(2)`` splits whatever arrives in two equal halves, so a state-dict output
+    must keep equal counts in both halves (the graph alone would accept 11 + 10)."""
+    from prunekit.registry import register
+
+    register("test:mini_shufflenet", example_inputs=[{"shape": [1, 3, 32, 32]}])(MiniShuffleNet)
+    torch.manual_seed(0)
+    torch.save(MiniShuffleNet().eval().state_dict(), tmp_path / "sd.pt")
+    spec = {"architecture": "test:mini_shufflenet", "ratio": ratio}
+    result = prunekit.prune_to_dir(tmp_path / "sd.pt", spec, tmp_path / "out")  # proves the reload
+    rep = result.report
+    assert rep.check["passed"] and rep.params_after < (1 - ratio / 2) * rep.params_before
+    model = prunekit.load_pruned("test:mini_shufflenet", result.artifacts["state_dict.pt"], result.artifacts["manifest.json"])
+    for block in model.stage[1:]:
+        x1_width = block.branch2[0].in_channels  # the half that goes through the branch
+        assert 2 * x1_width == model.stage[0].branch1[2].out_channels + model.stage[0].branch2[5].out_channels
+    with torch.no_grad():
+        assert model(torch.randn(3, 3, 32, 32)).shape == (3, 4)
