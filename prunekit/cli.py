@@ -107,6 +107,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             f"groups pruned {rep.groups_pruned}/{rep.groups_found}; check max relative deviation "
             f"{rep.check.get('max_rel', 0):.2e} (tolerance {rep.check.get('tolerance')}); report {report_path}{extra}"
         )
+        if rep.kept:
+            console.print(f"{len(rep.kept)} weights keep all their output channels (\"kept\" in the report says why)")
         for w in rep.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
     return 0
