@@ -284,6 +284,10 @@ CONVERTER_HINTS = {
 }
 
 
+_PADDING_NOTE = ("the TorchScript model computes paddings from its input sizes; "
+                 "the pruned model keeps the example's sizes except the batch")
+
+
 def _ts_to_export(ts, example: tuple, notes: list[str]):
     """TS2EPConverter, with tensorised size arithmetic folded before the converter retraces.
 
@@ -299,8 +303,8 @@ def _ts_to_export(ts, example: tuple, notes: list[str]):
             folded = _fold_scalar_arithmetic(gm)
             if operator.mod not in folded:
                 return super().retrace_as_exported_program(gm, name_to_constant)
-            notes.append("the TorchScript model computes paddings from its input sizes; "
-                         "the pruned model keeps the example's sizes except the batch")
+            if _PADDING_NOTE not in notes:  # once, however many conversion attempts
+                notes.append(_PADDING_NOTE)
             with _batch_only_retrace():
                 return super().retrace_as_exported_program(gm, name_to_constant)
 
