@@ -97,13 +97,15 @@ def verify(
 
 def same_outputs(a, b, tolerance: float = 1e-4) -> bool:
     """Whether two models' outputs (any pytree) agree: same structure and shapes, integers equal,
-    floats within ``tolerance`` of the larger magnitude, NaN where the other has NaN.
+    floats within ``tolerance`` of the larger finite magnitude, NaN and infinities in the same
+    places.
 
     For the capture-time rewrites (batch relaxation, fused-op decomposition), which must
     reproduce the program they replace before they are used.
     """
-    flat_a, flat_b = tree_flatten(a)[0], tree_flatten(b)[0]
-    if len(flat_a) != len(flat_b):
+    flat_a, spec_a = tree_flatten(a)
+    flat_b, spec_b = tree_flatten(b)
+    if spec_a != spec_b:
         return False
     for x, y in zip(flat_a, flat_b):
         if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
@@ -116,11 +118,11 @@ def same_outputs(a, b, tolerance: float = 1e-4) -> bool:
             if not torch.equal(x, y):
                 return False
             continue
-        if not torch.equal(x.isnan(), y.isnan()):
-            return False
-        x, y = x.double().nan_to_num(0.0), y.double().nan_to_num(0.0)
-        scale = max(1.0, float(x.abs().max())) if x.numel() else 1.0
-        if x.numel() and float((x - y).abs().max()) > tolerance * scale:
+        x, y = x.double(), y.double()
+        finite = x.isfinite()
+        if not torch.equal(finite, y.isfinite()) or not torch.equal(x[~finite].nan_to_num(0.0), y[~finite].nan_to_num(0.0)):
+            return False  # NaN where NaN, and infinities of the same sign
+        x, y = x[finite], y[finite]
+        if x.numel() and float((x - y).abs().max()) > tolerance * max(1.0, float(x.abs().max())):
             return False
     return True
-
