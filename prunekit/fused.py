@@ -65,7 +65,7 @@ def native_multi_head_attention(
         proj_weight, proj_bias, training=False, key_padding_mask=key_padding_mask,
         need_weights=need_weights, attn_mask=attn_mask, average_attn_weights=average_attn_weights,
     )
-    # The kernel returns an empty tensor for the weights when they were not asked for.
+    # The op's schema returns two tensors; weights that were not asked for become an empty one.
     return out.transpose(0, 1), (weights if weights is not None else query.new_empty(0))
 
 

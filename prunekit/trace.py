@@ -20,6 +20,7 @@ import contextlib
 import io
 import logging
 import operator
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -123,7 +124,7 @@ def _aten_name(node: fx.Node) -> str | None:
     return None
 
 
-def _fold_scalar_arithmetic(gm: fx.GraphModule) -> set:
+def _fold_scalar_arithmetic(gm: fx.GraphModule) -> None:
     """Turn TS2EP's tensorised size arithmetic back into plain integer arithmetic.
 
     TorchScript computes ``bsz * num_heads`` on ints; the converter rebuilds it as
@@ -134,7 +135,6 @@ def _fold_scalar_arithmetic(gm: fx.GraphModule) -> set:
     data-dependent sizes the retrace cannot guard on.
     """
     as_int: dict[fx.Node, object] = {}
-    folded: set = set()
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op == "get_attr":
@@ -162,7 +162,6 @@ def _fold_scalar_arithmetic(gm: fx.GraphModule) -> set:
             if va is None or vb is None:
                 continue
             fn = operator.floordiv if name == "div" else _SCALAR_OPS[name]
-            folded.add(fn)
             with graph.inserting_before(node):
                 as_int[node] = graph.call_function(fn, (va, vb))
         elif name == "_local_scalar_dense" and node.args[0] in as_int:
@@ -170,7 +169,6 @@ def _fold_scalar_arithmetic(gm: fx.GraphModule) -> set:
             node.replace_all_uses_with(value) if isinstance(value, fx.Node) else _replace_with_const(node, value)
     graph.eliminate_dead_code()
     gm.recompile()
-    return folded
 
 
 def _replace_with_const(node: fx.Node, value: int) -> None:
@@ -300,8 +298,8 @@ def _ts_to_export(ts, example: tuple, notes: list[str]):
 
     class SizeFoldingConverter(TS2EPConverter):
         def retrace_as_exported_program(self, gm, name_to_constant):
-            folded = _fold_scalar_arithmetic(gm)
-            if operator.mod not in folded:
+            _fold_scalar_arithmetic(gm)
+            if not any(n.target is operator.mod for n in gm.graph.nodes):  # only folds still in use
                 return super().retrace_as_exported_program(gm, name_to_constant)
             if _PADDING_NOTE not in notes:  # once, however many conversion attempts
                 notes.append(_PADDING_NOTE)
@@ -316,6 +314,7 @@ def _batch_only_retrace():
     """Within the converter's retrace, make only dimension 0 of each input dynamic."""
     import torch.export._trace as export_trace
 
+    _RETRACE_LOCK.acquire()  # the patch is process-wide: one capture at a time goes through it
     real = export_trace._export
 
     def batch_only(mod, args, *rest, dynamic_shapes=None, **kwargs):
@@ -330,6 +329,10 @@ def _batch_only_retrace():
         yield
     finally:
         export_trace._export = real
+        _RETRACE_LOCK.release()
+
+
+_RETRACE_LOCK = threading.Lock()
 
 
 def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):
