@@ -164,11 +164,11 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
     def groups_with(name: str) -> list[Group]:
         return [g for g in groups if (name, 0) in g.slots]
 
-    def why_pinned(name: str) -> str:
+    def why_pinned(name: str, dim: int = 0) -> str:
         lab = a.attr_labels.get(name)
-        if lab is None or lab[0] is None:
+        if lab is None or len(lab) <= dim or lab[dim] is None:
             return "it has a single output channel"
-        for atom in lab[0][lab[0] >= 0][:1].tolist():
+        for atom in lab[dim][lab[dim] >= 0][:1].tolist():
             r = roots[atom]
             return a.atoms.hard.get(r, "it reaches the model output")
         return "no prunable channels"
@@ -232,9 +232,27 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
         else:
             reason = f"ratio {spec.ratio} removes less than one channel from every group"
         raise InvalidSpec(f"nothing to prune: {reason}")
-    grouped = {n for g in groups for n, d in g.slots if d == 0}
-    pinned = {n: why_pinned(n) for n, t in tensors.items() if t.dim() >= 2 and t.shape[0] > 1 and n not in grouped}
-    return Plan(groups=groups, removed=removed, pinned_reasons=pinned, warnings=warnings)
+    return Plan(groups=groups, removed=removed, pinned_reasons=_kept_weights(a, groups, tensors, why_pinned),
+                warnings=warnings)
+
+
+def _kept_weights(a: Analysis, groups: list[Group], tensors: dict[str, torch.Tensor], why_pinned) -> dict[str, str]:
+    """Weights (2-D and up) that keep every output channel, and why: pinned ones, and those in
+    groups that reach the model output and were not named for pruning."""
+    def out_dim(name: str) -> int:
+        return a.output_dims.get(name, 0)
+
+    kept: dict[str, str] = {}
+    in_group = {n for g in groups for n, d in g.slots if d == out_dim(n)}
+    for g in groups:
+        if g.output and not (g.remove is not None and len(g.remove)):
+            for n, d in g.slots:
+                if d == out_dim(n) and n in tensors and tensors[n].dim() >= 2:
+                    kept[n] = "its channels reach the model output (name it in layers or channels to prune it)"
+    for n, t in tensors.items():
+        if t.dim() >= 2 and t.shape[out_dim(n)] > 1 and n not in in_group:
+            kept[n] = why_pinned(n, out_dim(n))
+    return kept
 
 
 def _choose_local(g: Group, ratio: float, spec: Spec, removed: set[int]) -> None:

@@ -101,6 +101,7 @@ class Analysis:
     barriers: list[Barrier] = field(default_factory=list)
     output_labels: list[Any] = field(default_factory=list)
     eager: bool = False
+    output_dims: dict[str, int] = field(default_factory=dict)  # weights whose output channels are not dim 0
 
 
 class Ctx:

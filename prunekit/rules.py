@@ -236,6 +236,8 @@ def conv(ctx: Ctx, node: fx.Node) -> Labels:
             return None
         ctx.unify(xl[cdim], wl[0])
         out_c = wl[1]
+        if isinstance(w, fx.Node) and w.op == "get_attr":
+            ctx.a.output_dims[w.target] = 1  # (in, out, k...): for the report's "kept"
     elif groups == 1:
         ctx.unify(xl[cdim], wl[1])
         out_c = wl[0]
@@ -614,20 +616,26 @@ def split(ctx: Ctx, node: fx.Node) -> list:
     for size in sizes:
         pieces.append(xl[d][start : start + size] if xl[d] is not None else None)
         start += size
-    if ctx.a.eager and xl[d] is not None and len(set(sizes)) == 1 and _splits_evenly(node):
-        # eager code (``x.chunk(2, 1)``) splits whatever arrives into equal parts: the parts must
-        # keep equal counts, so the j-th channel of every part goes with the j-th of the first
-        for k in range(1, len(pieces)):
-            ctx.unify(pieces[0], pieces[k], ctx.reason("equal parts in eager code"))
+    if ctx.a.eager and xl[d] is not None:
+        how = _eager_split(node)
+        if how == "parts" and len(set(sizes)) == 1:
+            # eager code (``x.chunk(2, 1)``) splits whatever arrives into equal parts: the parts must
+            # keep equal counts, so the j-th channel of every part goes with the j-th of the first
+            for k in range(1, len(pieces)):
+                ctx.unify(pieces[0], pieces[k], ctx.reason("equal parts in eager code"))
+        elif how == "sizes":
+            # ``x.split(64, -1)`` / ``x.split([a, b])`` keep their sizes when eager code reruns
+            ctx.pin(xl[d], "split by fixed sizes in eager code")
     return [tuple(piece if i == d else xl[i] for i in range(n)) for piece in pieces]
 
 
-def _splits_evenly(node: fx.Node) -> bool:
-    """An equal split by count or by one size (``chunk``, ``split(int)``), not by a list of sizes."""
+def _eager_split(node: fx.Node) -> str:
+    """How eager code would split: into a number of equal ``parts`` (``chunk``, ``tensor_split``
+    by a count) or by fixed ``sizes`` (``split`` by an int or a list)."""
     name = node.target.overloadpacket.__name__
-    if name == "chunk":
-        return True
-    return name in ("split", "unsafe_split", "tensor_split") and isinstance(node.args[1], int)
+    if name == "chunk" or (name == "tensor_split" and isinstance(node.args[1], int)):
+        return "parts"
+    return "sizes"
 
 
 @rule(*_ops("unbind"))

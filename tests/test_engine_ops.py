@@ -210,7 +210,23 @@ def test_layer_norm_pins_its_channels():
     assert res.model.fc2.weight.shape[0] == 16  # free: halved
     # The report says which weights kept every output channel, and why.
     kept = {k["param"]: k["reason"] for k in res.report.kept}
-    assert set(kept) == {"fc1.weight"} and "layer_norm" in kept["fc1.weight"], kept
+    assert set(kept) == {"fc1.weight", "fc3.weight"}, kept
+    assert "layer_norm" in kept["fc1.weight"] and "model output" in kept["fc3.weight"], kept
+
+
+def test_kept_names_a_transposed_conv_by_its_output_channels():
+    class Generator(nn.Module):  # DCGAN-style: the latent input pins the first layer's inputs
+        def __init__(self):
+            super().__init__()
+            self.up1, self.up2 = nn.ConvTranspose2d(8, 16, 4, 2, 1), nn.ConvTranspose2d(16, 3, 4, 2, 1)
+
+        def forward(self, z):
+            return torch.tanh(self.up2(F.relu(self.up1(z))))
+
+    res = prunekit.prune(Generator().eval(), {"ratio": 0.5, "inputs": [{"shape": [1, 8, 4, 4]}]})
+    assert res.model.up1.weight.shape == (8, 8, 4, 4)  # (in, out, k, k): its outputs were halved
+    kept = {k["param"]: k["reason"] for k in res.report.kept}
+    assert "up1.weight" not in kept and "model output" in kept["up2.weight"], kept
 
 
 def test_unknown_op_is_a_barrier_not_a_crash():
@@ -441,3 +457,35 @@ def test_state_dict_output_keeps_eager_chunks_equal(ratio, tmp_path):
         assert 2 * x1_width == model.stage[0].branch1[2].out_channels + model.stage[0].branch2[5].out_channels
     with torch.no_grad():
         assert model(torch.randn(3, 3, 32, 32)).shape == (3, 4)
+
+
+class SwiGLU(nn.Module):
+    """Eager code that splits by a fixed size: the split width must survive a state-dict reload."""
+
+    def __init__(self, hidden: int = 24):
+        super().__init__()
+        self.hidden = hidden
+        self.inp = nn.Linear(10, 16)
+        self.w12 = nn.Linear(16, 2 * hidden)
+        self.w3 = nn.Linear(hidden, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = F.relu(self.inp(x))
+        a, b = self.w12(h).split(self.hidden, -1)
+        return self.out(F.relu(self.w3(F.silu(a) * b)))
+
+
+def test_state_dict_output_keeps_fixed_size_splits(tmp_path):
+    from prunekit.registry import register
+
+    register("test:swiglu", example_inputs=[{"shape": [1, 10]}])(SwiGLU)
+    torch.manual_seed(0)
+    torch.save(SwiGLU().eval().state_dict(), tmp_path / "sd.pt")
+    result = prunekit.prune_to_dir(tmp_path / "sd.pt", {"architecture": "test:swiglu", "ratio": 0.5}, tmp_path / "out")
+    model = prunekit.load_pruned("test:swiglu", result.artifacts["state_dict.pt"], result.artifacts["manifest.json"])
+    assert model.w12.out_features == 48 and model.w3.in_features == 24  # split by 24: kept
+    assert model.inp.out_features < 16  # the rest prunes
+    assert "w12.weight" in {k["param"] for k in result.report.kept}
+    with torch.no_grad():
+        assert model(torch.randn(4, 10)).shape == (4, 3)
