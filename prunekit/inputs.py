@@ -34,8 +34,20 @@ class InputSignature:
         if self.dtype.is_floating_point:
             return torch.randn(shape, generator=generator).to(self.dtype)
         if self.dtype == torch.bool:
-            return torch.randint(0, 2, shape, generator=generator).bool()
+            return _padding_mask(shape, generator)
         return torch.randint(self.low, self.high, shape, generator=generator).to(self.dtype)
+
+
+def _padding_mask(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Boolean inputs are nearly always masks, and random booleans blank out whole rows (every
+    key masked gives NaN attention).  So each row is drawn as a padding mask: ``False`` for a
+    leading run of at least one position, ``True`` after it (``nn.Transformer``'s convention,
+    True = padding; a keep-mask reading still keeps the tail)."""
+    if len(shape) < 2 or shape[-1] < 2:
+        return torch.randint(0, 2, shape, generator=generator).bool()
+    length = shape[-1]
+    rows = torch.randint(1, length + 1, (*shape[:-1], 1), generator=generator)
+    return torch.arange(length) >= rows
 
 
 def from_specs(specs: list[InputSpec] | list[dict]) -> list[InputSignature]:
