@@ -145,6 +145,15 @@ def prelu(ctx: Ctx, node: fx.Node) -> Labels:
     return tuple(lab)
 
 
+@rule(*_with_inplace("triu", "tril"))
+def triangular(ctx: Ctx, node: fx.Node) -> Labels:
+    """Zeroes by (row, column) position: those two dimensions keep every index."""
+    lab = ctx.lab(node.args[0])
+    for d in lab[-2:]:
+        ctx.pin(d, "triangular mask by position")
+    return lab
+
+
 @rule(*_ops("pixel_shuffle"))
 def pixel_shuffle(ctx: Ctx, node: fx.Node) -> Labels:
     """Channel c of the output is laid out from input channels c*r*r ... c*r*r + r*r - 1: a block

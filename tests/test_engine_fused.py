@@ -22,9 +22,9 @@ from helpers import example, load_output
 
 
 class Encoder(nn.Module):
-    def __init__(self, norm_first: bool, activation: str, with_mask: bool) -> None:
+    def __init__(self, norm_first: bool, activation: str, with_mask: bool, causal: bool = False) -> None:
         super().__init__()
-        self.with_mask = with_mask
+        self.with_mask, self.causal = with_mask, causal
         self.embed = nn.Linear(12, 48)
         layer = nn.TransformerEncoderLayer(48, 4, 96, dropout=0.0, activation=activation,
                                            batch_first=True, norm_first=norm_first)
@@ -32,7 +32,10 @@ class Encoder(nn.Module):
         self.head = nn.Linear(48, 6)
 
     def forward(self, x, pad=None):
-        return self.head(self.encoder(self.embed(x), src_key_padding_mask=pad)[:, 0])
+        causal = None
+        if self.causal:  # with a padding mask too, the fast path gets one merged (B, heads, L, S) mask
+            causal = torch.triu(torch.full((x.shape[1], x.shape[1]), float("-inf")), diagonal=1)
+        return self.head(self.encoder(self.embed(x), mask=causal, src_key_padding_mask=pad)[:, 0])
 
 
 def _trace_in_inference_mode(model: nn.Module, args: tuple, path) -> list[str]:
@@ -78,9 +81,10 @@ def test_traced_fast_path_encoder_prunes_heads_and_ffn(norm_first, activation, t
             assert y.shape == (batch, 6) and torch.isfinite(y).all()
 
 
-def test_traced_fast_path_encoder_with_a_padding_mask(tmp_path):
+@pytest.mark.parametrize("causal", [False, True])
+def test_traced_fast_path_encoder_with_a_padding_mask(causal, tmp_path):
     torch.manual_seed(1)
-    model = Encoder(norm_first=False, activation="relu", with_mask=True)
+    model = Encoder(norm_first=False, activation="relu", with_mask=True, causal=causal)
     x = torch.randn(3, 8, 12)
     kinds = _trace_in_inference_mode(model, (x, _padding_mask(3, 8)), tmp_path / "enc.pt")
     assert "aten::_transformer_encoder_layer_fwd" in kinds
@@ -92,6 +96,7 @@ def test_traced_fast_path_encoder_with_a_padding_mask(tmp_path):
                                    inputs_path=tmp_path / "inputs.safetensors")
     rep = result.report
     assert rep.check["passed"] and not rep.barriers, rep.barriers
+    assert any("decomposed" in w for w in rep.warnings), rep.warnings
     assert rep.params_after < 0.6 * rep.params_before
     loaded = load_output(result.artifacts["model.pt"], "torchscript")
     with torch.no_grad():
