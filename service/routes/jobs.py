@@ -21,7 +21,7 @@ from worker.store import ACTIVE, Job, JobStore
 from .. import schemas
 from ..auth import tenant_for
 from ..errors import ApiError
-from ..formats import STATE_DICT, detect, is_safetensors
+from ..formats import EXPORT, STATE_DICT, detect, is_safetensors
 from ..queue import JobQueue
 from ..storage import content_disposition, download_filename, place_upload, stored_model_name
 from ..uploads import ReceivedForm, receive_multipart
@@ -181,7 +181,36 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
     if inputs is not None and not is_safetensors(inputs.path):
         raise ApiError(422, "invalid_inputs_file", "the 'inputs' file is not a safetensors file",
                        [{"path": "inputs", "message": "expected safetensors"}])
+    if inputs is None:
+        _require_example_inputs(spec, fmt)
     return spec, fmt, container == "safetensors"
+
+
+def _require_example_inputs(spec: Spec, fmt: str) -> None:
+    """Refuse, before queueing, a job the engine would fail for want of example inputs.
+
+    Mirrors ``prunekit.pipeline._signatures`` exactly: an inputs file, ``spec.inputs``, or (for
+    state-dicts only, the one format whose loaded model knows its architecture) the registered
+    architecture's default ``example_inputs``.  A TorchScript or ``.pt2`` upload gets no defaults
+    even when the spec names an architecture, and a ``.pt2`` archive's own input signature is not
+    used as example inputs by the engine either.
+    """
+    if spec.inputs:
+        return
+    if fmt == STATE_DICT:
+        if spec.architecture and get_architecture(spec.architecture).example_inputs:
+            return
+        why = f"architecture {spec.architecture!r} registers no default example inputs"
+    elif fmt == EXPORT:
+        why = "a torch.export (.pt2) upload needs example inputs to be pruned and checked"
+    else:
+        why = "a TorchScript upload carries no example inputs"
+    raise ApiError(
+        422, "invalid_spec",
+        f"invalid spec: inputs: the spec gives no example inputs and {why}; add "
+        'inputs: [{"shape": [...], "dtype": ...}] to the spec or upload an inputs file (safetensors)',
+        [{"path": "inputs", "message": f"required: {why}"}],
+    )
 
 
 @router.post(

@@ -179,3 +179,121 @@ def test_broker_down_means_not_ready_and_no_job(tmp_path: Path, models: Models) 
         assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable"
         assert c.get("/v1/jobs").json()["jobs"] == []
         assert not any((tmp_path / "data" / "uploads").glob("*/model.pt"))
+
+
+# -- example inputs: refused at submit exactly when the engine would refuse them ----------------
+
+NO_DEFAULTS_ARCH = "test:resnet_mini_without_default_inputs"
+
+
+@pytest.fixture
+def arch_without_default_inputs() -> object:
+    """resnet_mini registered a second time, with no default example inputs."""
+    from prunekit import registry
+
+    registry.list_architectures()  # load the zoo first, so it cannot replace ours later
+    registry.register(NO_DEFAULTS_ARCH)(registry.get_architecture("zoo:resnet_mini").factory)
+    yield NO_DEFAULTS_ARCH
+    registry._REGISTRY.pop(NO_DEFAULTS_ARCH, None)
+
+
+@pytest.fixture
+def pt2_and_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    import torch
+    from safetensors.torch import save_file
+
+    from prunekit.registry import build
+
+    example = torch.randn(1, 3, 32, 32)
+    pt2 = tmp_path / "resnet_mini.pt2"
+    torch.export.save(torch.export.export(build("zoo:resnet_mini"), (example,)), str(pt2))
+    inputs = tmp_path / "inputs.safetensors"
+    save_file({"input_0": example}, str(inputs))
+    return pt2, inputs
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with")
+def test_missing_inputs_are_refused_at_submit(tmp_path: Path, models: Models, pt2_and_inputs: tuple[Path, Path],
+                                             arch_without_default_inputs: str) -> None:
+    pt2, inputs = pt2_and_inputs
+    # A dead broker: a submission that passes every check answers 503 queue_unavailable.
+    with _app_client(tmp_path, "127.0.0.1", broker_url="redis://127.0.0.1:1/0") as c:
+        def post(model: Path, spec: dict, with_inputs: bool = False):  # type: ignore[no-untyped-def]
+            files = {"model": (model.name, model.read_bytes())}
+            if with_inputs:
+                files["inputs"] = ("inputs.safetensors", inputs.read_bytes())
+            return c.post("/v1/jobs", files=files, data={"spec": json.dumps(spec)})
+
+        refused = [
+            (models.ts, {"ratio": 0.5}),
+            (models.ts, {"ratio": 0.5, "architecture": "zoo:resnet_mini"}),  # TorchScript gets no defaults
+            (pt2, {"ratio": 0.5}),
+            (models.state_dict, {"ratio": 0.5, "architecture": arch_without_default_inputs}),
+        ]
+        for model, spec in refused:
+            r = post(model, spec)
+            assert r.status_code == 422, (model.name, spec, r.text)
+            err = r.json()["error"]
+            assert err["code"] == "invalid_spec" and "inputs" in err["message"], err
+            assert [d["path"] for d in err["details"]] == ["inputs"], err
+            assert "Traceback" not in r.text
+        accepted = [
+            (models.ts, {"ratio": 0.5}, True),
+            (models.ts, {"ratio": 0.5, "inputs": [{"shape": [1, 3, 32, 32]}]}, False),
+            (pt2, {"ratio": 0.5}, True),
+            (models.state_dict, {"ratio": 0.5, "architecture": "zoo:resnet_mini"}, False),  # its defaults
+            (models.state_dict, {"ratio": 0.5, "architecture": arch_without_default_inputs}, True),
+        ]
+        for model, spec, with_inputs in accepted:
+            r = post(model, spec, with_inputs)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unavailable", (model.name, spec, r.text)
+
+
+def test_submit_inputs_rule_is_the_engines(tmp_path: Path, models: Models, pt2_and_inputs: tuple[Path, Path],
+                                           arch_without_default_inputs: str) -> None:
+    """Every combination of format, architecture, spec inputs and inputs file: the API refuses
+    for want of inputs exactly when the engine's own input resolution would."""
+    from prunekit.errors import InvalidSpec
+    from prunekit.loading import load_model
+    from prunekit.pipeline import _signatures
+    from prunekit.spec import parse_spec
+    from service.errors import ApiError
+    from service.routes.jobs import _validate_submission
+    from service.uploads import ReceivedFile, ReceivedForm
+
+    pt2, inputs = pt2_and_inputs
+
+    def received(name: str, path: Path) -> ReceivedFile:
+        return ReceivedFile(name, path.name, None, path, path.stat().st_size, "0" * 64)
+
+    loaded: dict[tuple[Path, str | None], object] = {}
+    checked = 0
+    for model in (models.ts, pt2, models.state_dict):
+        for arch in (None, "zoo:resnet_mini", arch_without_default_inputs):
+            for spec_inputs in (False, True):
+                for inputs_file in (False, True):
+                    spec = {"ratio": 0.5, **({"architecture": arch} if arch else {}),
+                            **({"inputs": [{"shape": [1, 3, 32, 32]}]} if spec_inputs else {})}
+                    form = ReceivedForm(fields={"spec": json.dumps(spec)})
+                    form.files["model"] = received("model", model)
+                    if inputs_file:
+                        form.files["inputs"] = received("inputs", inputs)
+                    try:
+                        _validate_submission(form, 1 << 20)
+                        api_refuses = False
+                    except ApiError as exc:
+                        if exc.code == "architecture_required":
+                            continue  # a state-dict without an architecture: refused for that
+                        assert exc.code == "invalid_spec" and exc.details[0]["path"] == "inputs", exc.message
+                        api_refuses = True
+                    key = (model, arch)
+                    if key not in loaded:
+                        loaded[key] = load_model(model, architecture=arch)
+                    try:
+                        _signatures(parse_spec(spec), loaded[key], inputs if inputs_file else None)  # type: ignore[arg-type]
+                        engine_refuses = False
+                    except InvalidSpec:
+                        engine_refuses = True
+                    assert api_refuses == engine_refuses, (model.name, spec, inputs_file)
+                    checked += 1
+    assert checked == 32  # 3 formats x 3 architectures x 4, less the 4 state-dicts without one
