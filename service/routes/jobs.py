@@ -56,7 +56,9 @@ _SUBMIT_BODY = {
                         "inputs": {
                             "type": "string",
                             "format": "binary",
-                            "description": "Optional safetensors file of example inputs.",
+                            "description": "Safetensors file of example inputs. TorchScript and .pt2 "
+                            "uploads need it or spec.inputs; state-dicts may use their architecture's "
+                            "defaults.",
                         },
                     },
                 }
