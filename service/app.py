@@ -20,7 +20,7 @@ from worker.store import JobStore
 
 from .errors import install_error_handlers
 from .metrics import Metrics
-from .queue import make_queue
+from .queue import JobQueue, make_queue
 from .routes import health, jobs
 from .settings import Settings
 
@@ -37,10 +37,16 @@ Errors always look like `{"error": {"code": ..., "message": ..., "details": [...
 
 
 class Reaper:
-    """Periodically fails running jobs whose worker vanished (see JobStore.reap)."""
+    """Periodic housekeeping of jobs whose worker vanished.
 
-    def __init__(self, settings: Settings, store: JobStore, layout: Layout) -> None:
-        self.settings, self.store, self.layout = settings, store, layout
+    In Celery mode it first runs the queue's recovery (worker.recovery: a job silent for
+    STALE_AFTER is requeued and sent again, or failed once its attempts are used up; a queued job
+    the broker lost is sent again); then, in both modes, it fails what nothing will run any more
+    (JobStore.reap), and it removes uploads abandoned half-way by an API process that died.
+    """
+
+    def __init__(self, settings: Settings, store: JobStore, layout: Layout, queue: JobQueue | None = None) -> None:
+        self.settings, self.store, self.layout, self.queue = settings, store, layout, queue
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prunekit-reaper", daemon=True)
 
@@ -53,20 +59,30 @@ class Reaper:
 
     def sweep(self) -> list[str]:
         s = self.settings
+        if self.queue is not None:
+            try:
+                self.queue.recover()
+            except Exception as exc:  # e.g. the broker is down: reaping below still applies
+                log.warning("recovery sweep failed: %s", exc)
         reaped = self.store.reap(
             stale_after=s.stale_after, lost_after=s.resolved_lost_after, max_attempts=s.job_max_attempts
         )
         for job_id in reaped:
             log.warning("job %s failed: its worker stopped sending heartbeats", job_id)
             self.layout.remove_job_files(job_id, artifacts=False)
+        for name in self.layout.remove_abandoned_incoming(s.incoming_max_age):
+            log.warning("removed the partial upload %s (untouched for %.0fs: its API process died)",
+                        name, s.incoming_max_age)
         return reaped
 
     def _run(self) -> None:
-        while not self._stop.wait(self.settings.reaper_interval):
+        while True:  # a first sweep at startup: jobs lost while no API was running are found now
             try:
                 self.sweep()
             except Exception:
                 log.exception("reaper sweep failed")
+            if self._stop.wait(self.settings.reaper_interval):
+                return
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     layout.ensure()
     store = JobStore(settings.resolved_database_url)
     queue = make_queue(settings, store)
-    reaper = Reaper(settings, store, layout)
+    reaper = Reaper(settings, store, layout, queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

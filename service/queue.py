@@ -2,7 +2,8 @@
 
 Both implement the same small interface, chosen once at startup from ``BROKER_URL``, so the
 routes never care which mode they run in.  Methods that talk to a broker block; routes call them
-from a worker thread.
+from a worker thread.  ``recover()`` is the API's share of recovery (see :mod:`worker.recovery`):
+in Celery mode the reaper calls it at every sweep.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from worker.recovery import Recovery, SweepReport, send_job
 from worker.settings import WorkerSettings
 from worker.store import JobStore
 
@@ -25,6 +27,7 @@ class JobQueue(Protocol):
     def cancel(self, job_id: str) -> None: ...
     def check(self) -> None: ...
     def depth(self) -> int | None: ...
+    def recover(self) -> SweepReport | None: ...
 
 
 class EmbeddedQueue:
@@ -56,19 +59,21 @@ class EmbeddedQueue:
     def depth(self) -> int | None:
         return None
 
+    def recover(self) -> SweepReport | None:
+        return None  # the embedded supervisor watches its own job processes
+
 
 class CeleryQueue:
     """Jobs are Celery messages; ``prunekit worker`` processes run them."""
 
     mode = "celery"
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, store: JobStore | None = None) -> None:
         from worker.celery_app import make_app
-        from worker.tasks import TASK_NAME
 
         self.settings = settings
         self.app = make_app(settings)
-        self.task_name = TASK_NAME
+        self.recovery = Recovery(settings, store, self.submit) if store is not None else None
 
     def start(self) -> None:
         return None
@@ -78,16 +83,7 @@ class CeleryQueue:
 
     def submit(self, job_id: str) -> None:
         # task_id = job id: revoke() can then address the job's task directly.
-        self.app.send_task(
-            self.task_name,
-            args=[job_id],
-            task_id=job_id,
-            queue=self.settings.queue_name,
-            soft_time_limit=self.settings.job_time_limit,
-            time_limit=self.settings.job_time_limit + self.settings.job_time_limit_grace,
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-        )
+        send_job(self.app, self.settings, job_id)
 
     def cancel(self, job_id: str) -> None:
         # A queued task is dropped when it arrives; a running one has its process terminated.
@@ -111,6 +107,10 @@ class CeleryQueue:
         finally:
             client.close()
 
+    def recover(self) -> SweepReport | None:
+        """Requeue jobs whose worker went silent, send again those the broker lost."""
+        return self.recovery.sweep() if self.recovery is not None else None
+
 
 def make_queue(settings: WorkerSettings, store: JobStore) -> JobQueue:
-    return EmbeddedQueue(settings, store) if settings.embedded else CeleryQueue(settings)
+    return EmbeddedQueue(settings, store) if settings.embedded else CeleryQueue(settings, store)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -67,3 +68,24 @@ class Layout:
             dirs.append(self.artifact_dir(job_id))
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+    def remove_abandoned_incoming(self, max_age: float) -> list[str]:
+        """Delete uploads left half-written in ``.incoming`` by an API process that died mid-upload.
+
+        A live upload writes a chunk at least every few seconds, so a file untouched for
+        ``max_age`` seconds has no writer left.  Returns the names removed.
+        """
+        removed = []
+        cutoff = time.time() - max_age
+        try:
+            entries = list(self.incoming.iterdir())
+        except FileNotFoundError:
+            return removed
+        for p in entries:
+            try:
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed.append(p.name)
+            except FileNotFoundError:  # finished (moved away) or removed meanwhile
+                continue
+        return removed

@@ -49,14 +49,36 @@ class WorkerSettings(BaseSettings):
     )
     heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between a running job's heartbeats.")
     stale_after: float = Field(
-        60.0, gt=0, description="A running job without a heartbeat for this long is considered lost."
+        60.0,
+        gt=0,
+        description="A running job without a heartbeat for this long is considered lost: it is requeued "
+        "and sent again (or failed once its attempts are used up).",
     )
     lost_after: float | None = Field(
         None,
         gt=0,
         description="Seconds without heartbeat after which a running job is failed even with attempts "
-        "left (its broker message is presumed gone). Default: stale_after + visibility timeout + "
+        "left (a backstop for when nothing requeues it). Default: stale_after + visibility timeout + "
         "two restore sweeps.",
+    )
+    recovery_interval: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds between each Celery worker's recovery sweeps (the first runs when the worker "
+        "starts): running jobs silent for stale_after are requeued, queued jobs the broker lost are sent "
+        "again.  The API does the same at every reaper sweep.",
+    )
+    resend_after: float = Field(
+        60.0,
+        gt=0,
+        description="A queued job the broker does not hold is sent again once this long has passed since "
+        "it was submitted or last sent; also the least time between two sends of one job.",
+    )
+    incoming_max_age: float = Field(
+        3600.0,
+        gt=0,
+        description="A partial upload untouched this long (its API process died mid-upload) is deleted "
+        "by the API's reaper.",
     )
     progress_interval: float = Field(0.5, ge=0, description="Minimum seconds between progress writes.")
     embedded_concurrency: int = Field(1, ge=1, description="Jobs run at once in embedded mode.")

@@ -7,7 +7,13 @@ it won; nothing reads, decides in Python, then writes.  Writes from an attempt a
 fenced by the attempt number, so an attempt that was superseded (its worker looked dead and the
 job was redelivered) can no longer touch the job.
 
-SQLite (WAL mode, for the single-machine default) and PostgreSQL (by URL) are supported.
+The store is also what recovery works from (:mod:`worker.recovery`): ``heartbeat_at`` tells a
+running job whose worker died, and ``published_at`` (when the job was last sent to the broker)
+lets sweepers in several processes agree, by one conditional ``UPDATE``, on which of them sends a
+lost job again, and keeps them from sending it more than once per interval.
+
+SQLite (WAL mode, for the single-machine default) and PostgreSQL (by URL) are supported.  Columns
+added since a table was created are added to it at startup (``ALTER TABLE ... ADD COLUMN``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     or_,
     select,
     text,
@@ -105,6 +112,8 @@ class JobRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    # When a sweeper last (re)sent the job to the broker; NULL: only the API's submission.
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_prunekit_jobs_tenant_seq", "tenant", "seq"),
@@ -161,6 +170,23 @@ class Claim:
     outcome: Literal["claimed", "done", "busy", "exhausted", "missing"]
     attempt: int = 0
     job: Job | None = None
+
+
+@dataclass(frozen=True)
+class StaleJob:
+    """A running job found silent by :meth:`JobStore.recover_stale`, and what was done with it."""
+
+    job_id: str
+    attempt: int
+    silent_s: float  # measured: now minus its last heartbeat
+    outcome: Literal["requeued", "failed"]
+    message: str
+    published_at: datetime | None = None  # requeued: the stamp that makes the caller its sender
+
+
+def silence(seconds: float) -> str:
+    """Seconds as a person reads them in a job's message: "74 s", "3.2 s"."""
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
 @dataclass
@@ -227,6 +253,25 @@ class JobStore:
         except SQLAlchemyError:
             # Another process created the table between our check and our CREATE.
             Base.metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A table made by an older version lacks newer (nullable) columns: add them."""
+        with self.engine.connect() as conn:
+            have = {c["name"] for c in inspect(conn).get_columns(_TABLE.name)}
+        for column in _TABLE.columns:
+            if column.name in have or not column.nullable:
+                continue
+            ddl = f"ALTER TABLE {_TABLE.name} ADD COLUMN {column.name} {column.type.compile(self.engine.dialect)}"
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(ddl)
+                log.info("job store: added column %s", column.name)
+            except SQLAlchemyError:
+                # Another process added it first; anything else shows up at the next query.
+                with self.engine.connect() as conn:
+                    if column.name not in {c["name"] for c in inspect(conn).get_columns(_TABLE.name)}:
+                        raise
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -348,10 +393,13 @@ class JobStore:
             return Claim("done", job=job)
         if job.status == RUNNING and job.heartbeat_at is not None and job.heartbeat_at >= cutoff:
             return Claim("busy", job=job)
+        last = ""
+        if job.status == RUNNING and job.heartbeat_at is not None:
+            last = f" (the last attempt's worker has been silent for {silence((now - job.heartbeat_at).total_seconds())})"
         self.fail(
             job_id,
             WORKER_LOST,
-            f"the worker running this job was lost {job.attempts} time(s); giving up after "
+            f"the worker running this job was lost {job.attempts} time(s){last}; giving up after "
             f"{max_attempts} attempt(s)",
         )
         return Claim("exhausted", job=self.get(job_id))
@@ -438,6 +486,91 @@ class JobStore:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
+    # -- recovery (worker.recovery) ----------------------------------------------------------
+
+    def recover_stale(self, *, stale_after: float, max_attempts: int, limit: int = 100) -> list[StaleJob]:
+        """Running jobs silent for ``stale_after``: requeued (attempts left) or failed.
+
+        Each change is one ``UPDATE`` fenced by the attempt number and the stale heartbeat, so
+        of several sweepers exactly one acts on a job, and an attempt that beats meanwhile keeps
+        it.  A requeued job gets ``published_at`` = now: the caller that won sends it again
+        (and calls :meth:`unmark_published` if it cannot).  Messages state the measured silence.
+        """
+        now = utcnow()
+        cutoff = now - timedelta(seconds=stale_after)
+        stmt = (
+            select(JobRow.id, JobRow.attempts, JobRow.heartbeat_at)
+            .where(JobRow.status == RUNNING, JobRow.heartbeat_at < cutoff)
+            .order_by(JobRow.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        out: list[StaleJob] = []
+        for job_id, attempt, beat in rows:
+            silent = (now - beat).total_seconds()
+            cond = and_(self._mine(job_id, attempt), JobRow.heartbeat_at < cutoff)
+            if attempt >= max_attempts:
+                msg = (f"worker lost: no heartbeat from the worker running attempt {attempt} of "
+                       f"{max_attempts} for {silence(silent)}; no attempts left")
+                values: dict[str, Any] = dict(
+                    status=FAILED, finished_at=now, error_code=WORKER_LOST, error_message=msg,
+                    progress_message="failed", progress_at=now,
+                )
+                outcome: Literal["requeued", "failed"] = "failed"
+            else:
+                msg = (f"requeued: the worker running attempt {attempt} of {max_attempts} sent no "
+                       f"heartbeat for {silence(silent)}")
+                values = dict(
+                    status=QUEUED, progress_stage="queued", progress_percent=0.0, progress_message=msg,
+                    progress_at=now, published_at=now,
+                )
+                outcome = "requeued"
+            with self.engine.begin() as conn:
+                if outcome == "failed":
+                    started = conn.execute(select(JobRow.started_at).where(JobRow.id == job_id)).scalar()
+                    values["duration_s"] = (now - started).total_seconds() if started else None
+                if conn.execute(update(JobRow).where(cond).values(**values)).rowcount == 1:
+                    out.append(StaleJob(job_id, attempt, silent, outcome, msg,
+                                        now if outcome == "requeued" else None))
+        return out
+
+    def resend_candidates(self, *, older_than: float, limit: int = 500) -> list[str]:
+        """Queued jobs last sent (or submitted) over ``older_than`` seconds ago, oldest first."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        stmt = (
+            select(JobRow.id)
+            .where(JobRow.status == QUEUED, func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff)
+            .order_by(JobRow.seq)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def mark_published(self, job_id: str, *, older_than: float) -> datetime | None:
+        """Take the right to send a queued job again: the stamp written, or None if another
+        sweeper took it (or it was sent within ``older_than`` seconds, or is no longer queued)."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status == QUEUED,
+                   func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff)
+            .values(published_at=now)
+        )
+        with self.engine.begin() as conn:
+            return now if conn.execute(stmt).rowcount == 1 else None
+
+    def unmark_published(self, job_id: str, stamp: datetime) -> None:
+        """Sending failed: let the next sweep try again (unless someone has since)."""
+        stmt = update(JobRow).where(JobRow.id == job_id, JobRow.published_at == stamp).values(published_at=None)
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def published_at(self, job_id: str) -> datetime | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(JobRow.published_at).where(JobRow.id == job_id)).scalar()
+
     def status_of(self, job_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(select(JobRow.status).where(JobRow.id == job_id)).scalar()
@@ -459,7 +592,7 @@ class JobStore:
         now = utcnow()
         stale = now - timedelta(seconds=stale_after)
         lost = now - timedelta(seconds=lost_after)
-        stmt = select(JobRow.id, JobRow.attempts).where(
+        stmt = select(JobRow.id, JobRow.attempts, JobRow.heartbeat_at).where(
             JobRow.status == RUNNING,
             or_(
                 and_(JobRow.attempts >= max_attempts, JobRow.heartbeat_at < stale),
@@ -469,10 +602,11 @@ class JobStore:
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         reaped = []
-        for job_id, attempts in rows:
+        for job_id, attempts, beat in rows:
+            silent = (now - beat).total_seconds() if beat is not None else None
             msg = (
-                f"worker lost: no heartbeat from the worker running this job for over "
-                f"{int(stale_after)}s (attempt {attempts} of {max_attempts})"
+                f"worker lost: no heartbeat from the worker running this job for "
+                f"{silence(silent) if silent is not None else 'ever'} (attempt {attempts} of {max_attempts})"
             )
             cond = and_(JobRow.id == job_id, JobRow.status == RUNNING, JobRow.attempts == attempts,
                         JobRow.heartbeat_at < stale)

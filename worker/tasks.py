@@ -1,4 +1,9 @@
-"""The Celery task: a thin wrapper around :func:`worker.runner.run_job`."""
+"""The Celery task: a thin wrapper around :func:`worker.runner.run_job`.
+
+The worker's main process also runs the recovery sweeper (:mod:`worker.recovery`), started when
+the worker is ready: it requeues jobs whose worker stopped sending heartbeats and sends again
+queued jobs the broker lost.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import logging
 import os
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready, worker_shutdown
 
 from .celery_app import app, settings
+from .recovery import TASK_NAME, start_worker_recovery, stop_worker_recovery
 from .runner import run_job
 from .store import JobStore
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "prunekit.run_job"
+__all__ = ["TASK_NAME", "run_job_task"]
 
 _store: tuple[int, JobStore] | None = None
 
@@ -32,7 +39,18 @@ def run_job_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
         job_id, settings, store=_process_store(), timeout_exceptions=(SoftTimeLimitExceeded,)
     )
     if outcome == "busy":
-        # Another attempt still heartbeats (an early redelivery): look again once it could be dead.
-        log.info("job %s is held by a live attempt; checking again in %.0fs", job_id, settings.stale_after)
-        raise self.retry(countdown=settings.stale_after)
+        # A duplicate delivery (an early redelivery, or a re-send that crossed a worker's pick-up)
+        # while a live attempt heartbeats: drop it.  Should that attempt die, recovery requeues
+        # the job and sends it again once its heartbeat is STALE_AFTER old.
+        log.info("job %s is held by a live attempt; this delivery is dropped", job_id)
     return outcome
+
+
+@worker_ready.connect
+def _start_recovery(**_: object) -> None:
+    start_worker_recovery(app, settings)
+
+
+@worker_shutdown.connect
+def _stop_recovery(**_: object) -> None:
+    stop_worker_recovery()
