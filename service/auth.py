@@ -50,11 +50,28 @@ async def tenant_for(request: Request) -> str:
         )
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'", headers=_CHALLENGE)
+    tenant = _tenant_of(keys, token)
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
+    return tenant
+
+
+def _tenant_of(keys: dict[str, str], token: str) -> str | None:
     token = token.strip()
     tenant = None
     for key, name in keys.items():  # compare against every key: timing says nothing about which
         if hmac.compare_digest(key.encode(), token.encode()):
             tenant = name
-    if tenant is None:
-        raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
     return tenant
+
+
+def has_valid_key(request: Request) -> bool:
+    """Whether the request carries one of the configured API keys (never true with none configured).
+
+    For the unauthenticated operations endpoints, which show details (paths, errors) only to
+    key holders: with no keys configured nobody has proven anything, loopback or not (a reverse
+    proxy on the same host makes every client look local).
+    """
+    keys: dict[str, str] = request.app.state.settings.tenants_by_key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return bool(keys) and scheme.lower() == "bearer" and bool(token.strip()) and _tenant_of(keys, token) is not None

@@ -113,7 +113,8 @@ class Health(BaseModel):
 
 class Check(BaseModel):
     ok: bool
-    detail: str = ""
+    detail: str = Field("", description="What was checked and how it went, e.g. 'artifact folder: ok'; "
+                                         "with a valid API key also the path or the error.")
 
 
 class Readiness(BaseModel):
