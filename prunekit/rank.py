@@ -229,6 +229,13 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
         elif not free and spec.ratio > 0:
             reason = ("the only prunable groups reach the model output or are ignored; name their parameters "
                       "in layers or channels to prune them")
+        elif (limits := _blocking_limits(groups, per_group_ratio, spec)) is not None:
+            fields, reason = limits
+            err = InvalidSpec(f"nothing to prune: {reason}")
+            err.details = [{"path": f, "message": reason} for f in fields]  # type: ignore[attr-defined]
+            raise err
+        elif spec.ratio == 0:
+            reason = "the ratios in layers remove less than one channel from the groups they name"
         else:
             reason = f"ratio {spec.ratio} removes less than one channel from every group"
         raise InvalidSpec(f"nothing to prune: {reason}")
@@ -253,6 +260,55 @@ def _kept_weights(a: Analysis, groups: list[Group], tensors: dict[str, torch.Ten
         if t.dim() >= 2 and t.shape[out_dim(n)] > 1 and n not in in_group:
             kept[n] = why_pinned(n, out_dim(n))
     return kept
+
+
+def _blocking_limits(groups: list[Group], per_group_ratio: dict[int, float], spec: Spec) -> tuple[list[str], str] | None:
+    """When the ratios would remove channels but ``min_channels``/``round_to`` keep them all: the
+    fields to blame and a reason naming them (not the ratio) and the group widths they met."""
+    ratios = {gi: r for gi, r in per_group_ratio.items() if len(groups[gi].roots) > 1}
+    blame: dict[str, list[int]] = {}
+    too_few: list[int] = []  # groups the ratio itself removes nothing from
+
+    def limit(n: int) -> str:
+        return "min_channels" if spec.min_channels >= n else "round_to"  # else rounding kept all n
+
+    if spec.global_ranking and spec.ratio > 0:
+        pool = [gi for gi in ratios if not any(n in spec.layers for n, d in groups[gi].slots if d == 0)]
+        if math.floor(spec.ratio * sum(len(groups[gi].roots) for gi in pool)) >= 1:
+            for gi in pool:
+                blame.setdefault(limit(len(groups[gi].roots)), []).append(gi)
+        else:
+            too_few.extend(pool)
+        ratios = {gi: r for gi, r in ratios.items() if gi not in pool}
+    for gi, r in ratios.items():
+        n = len(groups[gi].roots)
+        if int(math.floor(r * n + 1e-9)) < 1:
+            too_few.append(gi)
+        else:
+            blame.setdefault(limit(n), []).append(gi)
+    if not blame:
+        return None
+
+    def widths(gis: list[int]) -> str:
+        return ", ".join(str(w) for w in sorted({len(groups[gi].roots) for gi in gis}))
+
+    if set(blame) == {"min_channels"}:
+        fields = ["min_channels"]
+        reason = (f"min_channels {spec.min_channels} is not below the width of the groups being pruned "
+                  f"(widths: {widths(blame['min_channels'])} channels), so they keep every channel; "
+                  "lower min_channels")
+    elif set(blame) == {"round_to"}:
+        fields = ["round_to"]
+        reason = (f"round_to {spec.round_to} rounds the channels kept in the groups being pruned back up to all "
+                  f"of them (widths: {widths(blame['round_to'])} channels); choose a smaller round_to")
+    else:
+        fields = ["min_channels", "round_to"]
+        reason = (f"min_channels {spec.min_channels} and round_to {spec.round_to} keep every channel of the "
+                  f"groups being pruned (widths: {widths(blame['min_channels'] + blame['round_to'])} channels); "
+                  "lower them")
+    if too_few:
+        reason += f"; the ratio removes less than one channel from the others (widths: {widths(too_few)})"
+    return fields, reason
 
 
 def _choose_local(g: Group, ratio: float, spec: Spec, removed: set[int]) -> None:
