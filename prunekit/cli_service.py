@@ -119,7 +119,46 @@ def register(subparsers: Any) -> None:
 # -- server-side commands --------------------------------------------------------------------
 
 
+def settings_problem(exc: Exception, prefix: str = "PRUNEKIT_") -> str:
+    """One line naming every bad setting by its environment variable, e.g.
+    ``PRUNEKIT_API_KEYS: keys must be at least 8 characters``.  Values are never repeated: they
+    may be secrets (keys, passwords in URLs)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors():
+            loc = e.get("loc") or ("?",)
+            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+            parts.append(f"{prefix}{str(loc[0]).upper()}: {msg}")
+        return "; ".join(dict.fromkeys(parts))
+    import re
+
+    # pydantic-settings' SettingsError: 'error parsing value for field "x" from source "..."'
+    m = re.search(r'field "([^"]+)"', str(exc))
+    if m:
+        return f"{prefix}{m.group(1).upper()}: the value cannot be parsed"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _load_settings(cls: Any, command: str) -> Any:
+    """``cls()`` from the environment, or ``None`` after one line on stderr saying which setting
+    is wrong (instead of pydantic's traceback)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        return cls()
+    except (ValidationError, SettingsError) as exc:
+        print(f"prunekit {command}: invalid configuration: {settings_problem(exc)}", file=sys.stderr)
+        return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+
+    if _load_settings(Settings, "serve") is None:
+        return EXIT_ERROR
     from service.serve import serve
 
     serve(args.host, args.port, log_level=args.log_level, workers=args.workers)
@@ -129,7 +168,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.settings import WorkerSettings
 
-    settings = WorkerSettings()
+    settings = _load_settings(WorkerSettings, "worker")
+    if settings is None:
+        return EXIT_ERROR
     if settings.embedded:
         print("prunekit worker needs PRUNEKIT_BROKER_URL (e.g. redis://localhost:6379/0); "
               "without a broker, `prunekit serve` runs jobs itself.", file=sys.stderr)

@@ -9,10 +9,17 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info", workers: int = 1) -> None:
     import uvicorn
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from prunekit.cli_service import settings_problem
 
     from .settings import Settings
 
-    settings = Settings()  # validate the configuration before anything starts
+    try:
+        settings = Settings()  # validate the configuration before anything starts
+    except (ValidationError, SettingsError) as exc:  # one line, not pydantic's traceback
+        raise SystemExit(f"invalid configuration: {settings_problem(exc)}") from None
     if workers > 1 and settings.embedded:
         raise SystemExit(
             "--workers > 1 needs PRUNEKIT_BROKER_URL: in embedded mode one process supervises the jobs"

@@ -45,9 +45,9 @@ def _parse_keys(raw: str) -> dict[str, str]:
         key, sep, tenant = item.partition("=")
         key, tenant = key.strip(), tenant.strip()
         if not sep or not key or not tenant:
-            raise ValueError('PRUNEKIT_API_KEYS entries must look like "key=tenant"')
+            raise ValueError('entries must look like "key=tenant", comma-separated')
         if len(key) < 8:
-            raise ValueError("API keys must be at least 8 characters long")
+            raise ValueError("keys must be at least 8 characters")  # never echo the key itself
         keys[key] = tenant
     return keys
 

@@ -1,0 +1,154 @@
+"""What refusals and unauthenticated answers say: enough to fix the problem, nothing more.
+
+* ``/readyz`` needs no key, so without one it names its checks generically and never shows the
+  data folder's path or a dependency's error text (those are for key holders and the log);
+* a prune that ``min_channels`` or ``round_to`` reduce to nothing is refused naming those fields,
+  not the ratio;
+* a bad setting stops ``prunekit serve`` / ``prunekit worker`` with one line naming the
+  environment variable (and not its value), instead of pydantic's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunekit.errors import InvalidSpec
+
+KEY = "ops-key-0123456789"
+INPUTS = [{"shape": [1, 3, 32, 32]}]
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- /readyz -----------------------------------------------------------------------------------
+
+
+def _client(tmp_path: Path, **settings: object):  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", **settings))  # type: ignore[arg-type]
+    return TestClient(app, client=("127.0.0.1", 5555), raise_server_exceptions=False)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with")
+def test_readyz_shows_paths_only_to_key_holders(tmp_path: Path) -> None:
+    data = str((tmp_path / "data").resolve())
+    with _client(tmp_path, api_keys=f"{KEY}=ops") as c:
+        for headers in ({}, {"Authorization": "Bearer not-the-key-at-all"}, {"Authorization": KEY}):
+            r = c.get("/readyz", headers=headers)
+            assert r.status_code == 200, r.text
+            assert data not in r.text and str(tmp_path) not in r.text, (headers, r.text)
+            checks = r.json()["checks"]
+            assert checks["artifacts"] == {"ok": True, "detail": "artifact folder: ok"}
+            assert checks["job_store"] == {"ok": True, "detail": "job store: ok"}
+            assert checks["worker"] == {"ok": True, "detail": "job supervisor: ok"}
+        r = c.get("/readyz", headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200 and data in r.json()["checks"]["artifacts"]["detail"]
+    with _client(tmp_path) as local:  # no keys configured: nobody holds one, loopback or not
+        r = local.get("/readyz")
+        assert r.status_code == 200 and data not in r.text and str(tmp_path) not in r.text
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with")
+def test_readyz_failures_are_generic_without_a_key(tmp_path: Path) -> None:
+    with _client(tmp_path, api_keys=f"{KEY}=ops", broker_url="redis://127.0.0.1:1/0") as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        broker = r.json()["checks"]["broker"]
+        assert broker == {"ok": False, "detail": "broker: unreachable"}, broker
+        assert "127.0.0.1:1" not in r.text and "Error" not in r.text
+        r = c.get("/readyz", headers={"Authorization": f"Bearer {KEY}"})
+        detail = r.json()["checks"]["broker"]["detail"]
+        assert r.status_code == 503 and detail.startswith("broker: unreachable (") and len(detail) > 30
+
+
+# -- min_channels / round_to refusals ------------------------------------------------------------
+
+
+def _refusal(spec: dict) -> InvalidSpec:
+    import prunekit
+    from prunekit.registry import build
+
+    with pytest.raises(InvalidSpec) as err:
+        prunekit.prune(build("zoo:resnet_mini"), {"inputs": INPUTS, **spec})
+    return err.value
+
+
+def test_min_channels_refusal_names_min_channels() -> None:
+    err = _refusal({"ratio": 0.5, "min_channels": 1000})
+    assert "min_channels 1000" in str(err) and "ratio" not in str(err), str(err)
+    assert "64" in str(err)  # the widest group it met
+    assert [d["path"] for d in err.details] == ["min_channels"]  # type: ignore[attr-defined]
+    err = _refusal({"ratio": 0.5, "min_channels": 64, "global_ranking": True})
+    assert "min_channels 64" in str(err) and "ratio" not in str(err), str(err)
+    err = _refusal({"layers": {"layer2.0.conv1.weight": 0.5}, "min_channels": 32})
+    assert "min_channels 32" in str(err) and "ratio 0.0" not in str(err), str(err)
+
+
+def test_round_to_refusal_names_round_to() -> None:
+    err = _refusal({"ratio": 0.5, "round_to": 1000})
+    assert "round_to 1000" in str(err) and "ratio" not in str(err), str(err)
+    assert [d["path"] for d in err.details] == ["round_to"]  # type: ignore[attr-defined]
+    err = _refusal({"ratio": 0.5, "round_to": 1000, "global_ranking": True})
+    assert "round_to 1000" in str(err), str(err)
+    err = _refusal({"ratio": 0.5, "min_channels": 33, "round_to": 64})  # 16, 32: min_channels; 64: round_to
+    assert "min_channels 33" in str(err) and "round_to 64" in str(err), str(err)
+
+
+def test_a_ratio_too_small_is_still_the_ratios_fault() -> None:
+    err = _refusal({"ratio": 0.01})
+    assert "ratio 0.01" in str(err) and "min_channels" not in str(err) and "round_to" not in str(err)
+
+
+def test_spec_validation_names_min_channels_and_round_to() -> None:
+    from prunekit.spec import parse_spec
+
+    for field, value in (("min_channels", 0), ("round_to", 0), ("round_to", 2.5), ("min_channels", "x")):
+        with pytest.raises(InvalidSpec) as err:
+            parse_spec({"ratio": 0.5, field: value})
+        assert [d["path"] for d in err.value.details] == [field], str(err.value)  # type: ignore[attr-defined]
+
+
+# -- bad settings stop the CLI with one line ------------------------------------------------------
+
+
+def _prunekit(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEKIT_")}
+    clean["PYTHONPATH"] = os.pathsep.join([str(REPO), clean.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "prunekit.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env={**clean, **env})
+
+
+def _one_line(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode != 0, out
+    assert "Traceback" not in out.stderr and "pydantic" not in out.stderr, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def test_short_api_key_stops_serve_with_one_line(tmp_path: Path) -> None:
+    line = _one_line(_prunekit("serve", "--port", "1", PRUNEKIT_API_KEYS="short=alice",
+                               PRUNEKIT_DATA_DIR=str(tmp_path / "data")))
+    assert "PRUNEKIT_API_KEYS: keys must be at least 8 characters" in line, line
+    assert "short" not in line.replace("PRUNEKIT_", "")  # the key itself is never echoed
+    line = _one_line(_prunekit("serve", "--port", "1", PRUNEKIT_API_KEYS="no-tenant-given",
+                               PRUNEKIT_DATA_DIR=str(tmp_path / "data")))
+    assert "PRUNEKIT_API_KEYS" in line and "key=tenant" in line and "no-tenant-given" not in line, line
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def test_bad_setting_stops_serve_and_worker_with_one_line(tmp_path: Path) -> None:
+    line = _one_line(_prunekit("serve", "--port", "1", PRUNEKIT_JOB_TIME_LIMIT="an hour",
+                               PRUNEKIT_DATA_DIR=str(tmp_path / "data")))
+    assert "PRUNEKIT_JOB_TIME_LIMIT" in line and "integer" in line, line
+    line = _one_line(_prunekit("worker", PRUNEKIT_BROKER_URL="redis://127.0.0.1:1/0",
+                               PRUNEKIT_HEARTBEAT_INTERVAL="-1", PRUNEKIT_DATA_DIR=str(tmp_path / "data")))
+    assert "PRUNEKIT_HEARTBEAT_INTERVAL" in line and "greater than 0" in line, line
