@@ -31,7 +31,9 @@ class InvalidModelFile(PruneKitError):
 
 
 class UnsafeModelFile(PruneKitError):
-    """A pickle that asks for code to run; refused by ``weights_only=True`` loading."""
+    """The file asks for something to be run or parsed as code: a pickle that imports code, a
+    ``.pt2`` string outside the grammar torch's parsers are allowed to see, a TorchScript op
+    that reaches outside the tensor world (see ``prunekit/safety/``)."""
 
     code = "unsafe_model_file"
 
@@ -70,6 +72,34 @@ class ExportFailed(PruneKitError):
     """The pruned model could not be written in the requested format."""
 
     code = "export_failed"
+
+
+class LimitExceeded(PruneKitError):
+    """The work would exceed a resource limit (``prunekit/limits.py``); the message names it."""
+
+    code = "limit_exceeded"
+
+
+class MemoryLimit(PruneKitError):
+    """The job ran out of the memory its process may use (``PRUNEKIT_JOB_MEMORY_LIMIT``)."""
+
+    code = "memory_limit"
+
+
+_OOM_MARKS = ("can't allocate memory", "DefaultCPUAllocator: not enough memory", "std::bad_alloc", "Cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is an allocation that failed: Python's ``MemoryError``
+    or torch's allocator refusing, which the engine may have wrapped as its own error."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or any(m in str(e) for m in _OOM_MARKS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def first_line(exc: BaseException, *, with_type: bool = False, limit: int = 300) -> str:

@@ -1,8 +1,13 @@
 """Read a model file into memory without running anything it contains.
 
-* TorchScript: ``torch.jit.load`` (TorchScript code is interpreted by torch, never Python).
-* ``torch.export`` archives: ``torch.export.load``.
-* State-dicts: ``torch.load(weights_only=True)`` (a pickle that asks for code is refused) or
+Every zip archive is first checked against the unpacking limits, then:
+
+* TorchScript: its sources are audited (``safety/ts_audit.py``: no op that reaches the file
+  system), then ``torch.jit.load`` (TorchScript is compiled by torch's own compiler, never by
+  Python), then every compiled graph is audited again;
+* ``torch.export`` archives: every string torch would parse is checked against its grammar
+  (``safety/pt2_audit.py``), then ``torch.export.load`` with every unpickle forced weights-only;
+* state-dicts: ``torch.load(weights_only=True)`` (a pickle that asks for code is refused) or
   safetensors, then loaded into an architecture built from the registry by name.
 """
 
@@ -20,7 +25,9 @@ import torch.nn as nn
 
 from .errors import InvalidModelFile, InvalidSpec, StateDictMismatch, UnsafeModelFile, first_line
 from .formats import ModelFormat, detect_format
+from .limits import Limits, current as current_limits
 from .registry import get_architecture
+from .safety import audit_export_archive, audit_torchscript_archive, audit_torchscript_module, check_zip
 
 
 @dataclass
@@ -139,20 +146,26 @@ def _weights_only_unpickling():
             torch._C._pickle_load_obj = real_obj
 
 
-def load_model(path: "str | Path", *, architecture: str | None = None) -> LoadedModel:
+def load_model(path: "str | Path", *, architecture: str | None = None, limits: Limits | None = None) -> LoadedModel:
     """Read the file at ``path``; state-dicts need ``architecture``."""
     path = Path(path)
+    limits = limits or current_limits()
     fmt, container = detect_format(path)
     size = path.stat().st_size
+    if container == "zip" and fmt == "state_dict":
+        check_zip(path, limits)
     if fmt == "torchscript":
+        audit_torchscript_archive(path, limits)
         try:
             ts = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError with long C++ traces
             raise InvalidModelFile(f"TorchScript archive could not be loaded: {first_line(exc)}") from None
+        audit_torchscript_module(ts)
         ts.eval()
         names = {n for n, _ in ts.named_parameters()}
         return LoadedModel(fmt, size, module=ts, param_names=names)
     if fmt == "export":
+        audit_export_archive(path, limits)
         try:
             # a file object: uploads keep no ".pt2" name, and torch warns about any other name
             with _weights_only_unpickling(), open(path, "rb") as f:
