@@ -3,6 +3,10 @@
 Random inputs at two batch sizes go through both; each output of the masked original is cut down
 to its kept channels and compared with the pruned model's.  The largest absolute and relative
 deviations are reported; above the tolerance the prune is rejected (``CheckFailed``).
+
+The masked original is built from the *captured* graph, so the captured graph is first held
+against the model as uploaded (:func:`compare_with_upload`) on the same inputs: a capture that
+lost a ``raise``, a branch or an op would otherwise be checked against itself.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class CheckResult:
     batch_sizes: list[int]
     outputs: int
     tolerance: float
+    upload_max_rel: float | None = None  # captured graph vs the model as uploaded
+    upload_batch_sizes: list[int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +99,59 @@ def verify(
             f"{max_abs:.3g}), above the tolerance {tolerance:g}: an op rule is wrong for this model"
         )
     return res
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_sizes: list[int], seed: int,
+                        tolerance: float) -> float:
+    """Run the upload and the captured graph on the check's inputs; return the largest relative
+    deviation, or raise ``CheckFailed`` when the capture is not the upload."""
+    worst = 0.0
+    for i, b in enumerate(batch_sizes):
+        x = sample_inputs(sigs, b, seed + 1000 + i)
+        with torch.no_grad():
+            try:
+                ref = upload(*x)
+            except Exception as exc:
+                raise CheckFailed(
+                    f"the uploaded model raises at batch {b} ({first_line(exc, with_type=True)}) but the captured "
+                    "graph does not: the capture lost part of the model, so nothing is handed out"
+                ) from None
+            try:
+                got = captured(*x)
+            except Exception as exc:
+                raise CheckFailed(f"the captured graph does not run at batch {b}: {first_line(exc)}") from None
+        ref_t, got_t = _tensors(ref), _tensors(got)
+        if len(ref_t) != len(got_t):
+            raise CheckFailed(f"the uploaded model returns {len(ref_t)} tensors, its captured graph {len(got_t)}")
+        for j, (r, g) in enumerate(zip(ref_t, got_t)):
+            if tuple(r.shape) != tuple(g.shape) or r.dtype != g.dtype:
+                raise CheckFailed(
+                    f"output {j} of the captured graph is {tuple(g.shape)} {g.dtype}, the uploaded model's "
+                    f"{tuple(r.shape)} {r.dtype} at batch {b}"
+                )
+            if not r.is_floating_point():
+                if not torch.equal(r, g):
+                    raise CheckFailed(f"integer output {j} of the captured graph differs from the uploaded model at batch {b}")
+                continue
+            rd, gd = r.double(), g.double()
+            finite = rd.isfinite()
+            if not torch.equal(finite, gd.isfinite()):
+                raise CheckFailed(f"output {j} of the captured graph has NaN/inf where the uploaded model has none at batch {b}")
+            if not finite.any():
+                continue
+            a = float((rd[finite] - gd[finite]).abs().max())
+            rel = a / max(float(rd[finite].abs().max()), 1e-12) if a > 0 else 0.0
+            worst = max(worst, rel)
+            if rel > tolerance:
+                raise CheckFailed(
+                    f"the captured graph differs from the uploaded model by {rel:.3g} (relative) at batch {b}, above "
+                    f"the tolerance {tolerance:g}: the capture is wrong for this model"
+                )
+    return worst
 
 
 def same_outputs(a, b, tolerance: float = 1e-4) -> bool:

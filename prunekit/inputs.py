@@ -11,7 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import InvalidSpec
+import math
+
+from .errors import InvalidSpec, LimitExceeded
+from .limits import current as current_limits
 from .spec import InputSpec
 
 _DTYPES = {
@@ -50,11 +53,26 @@ def _padding_mask(shape: tuple[int, ...], generator: torch.Generator) -> torch.T
     return torch.arange(length) >= rows
 
 
+def check_example_size(shapes: "list[tuple[int, ...]]", *, as_value_error: bool = False) -> None:
+    """Refuse example inputs whose elements (all inputs together, at the batch size given) pass
+    ``PRUNEKIT_MAX_INPUT_ELEMENTS``: one such example drove a job to 19.5 GB before this limit."""
+    limit = current_limits().max_input_elements
+    total = sum(math.prod(s) for s in shapes)
+    if total > limit:
+        biggest = max(range(len(shapes)), key=lambda i: math.prod(shapes[i]))
+        message = (f"the example inputs have {total:,} elements (inputs.{biggest}.shape {list(shapes[biggest])}), more "
+                   f"than the limit of {limit:,} (PRUNEKIT_MAX_INPUT_ELEMENTS)")
+        if as_value_error:
+            raise ValueError(message)
+        raise LimitExceeded(message)
+
+
 def from_specs(specs: list[InputSpec] | list[dict]) -> list[InputSignature]:
     out = []
     for s in specs:
         s = s if isinstance(s, InputSpec) else InputSpec.model_validate(s)
         out.append(InputSignature(tuple(s.shape), _DTYPES[s.dtype], s.low, s.high))
+    check_example_size([sig.shape for sig in out])
     return out
 
 
@@ -83,6 +101,7 @@ def from_safetensors(path: Path) -> list[InputSignature]:
         if not t.dtype.is_floating_point and t.dtype != torch.bool and t.numel():
             low, high = int(t.min()), int(t.max()) + 1
         sigs.append(InputSignature(tuple(t.shape), t.dtype, low, high))
+    check_example_size([sig.shape for sig in sigs])
     return sigs
 
 

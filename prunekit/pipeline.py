@@ -175,10 +175,14 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     ]
 
     prog.start("check", "comparing with the masked original")
+    batches = [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
+    upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
+    prog.tick(0.05, "running the model as uploaded and its captured graph")
+    upload_rel = check_mod.compare_with_upload(cap.upload, gm, sigs, upload_batches, spec.seed, spec.tolerance)
     masked = masked_original(gm, analysis, kept)
     prog.tick(0.2, "running the pruned model and the masked original")
-    batches = [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
     result = check_mod.verify(pruned, masked, analysis.output_labels, kept, sigs, batches, spec.seed, spec.tolerance)
+    result.upload_max_rel, result.upload_batch_sizes = upload_rel, sorted(set(upload_batches))
     report.check = result.to_dict()
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
     one = sample_inputs(sigs, 1 if cap.dynamic_batch else int(cap.example[0].shape[0]), spec.seed)

@@ -90,6 +90,14 @@ class Spec(BaseModel):
     output_format: Literal["same", "torchscript", "export", "state_dict"] = "same"
     tolerance: float = Field(1e-4, gt=0.0, le=1.0, description="Largest relative deviation the check accepts.")
 
+    @field_validator("inputs")
+    @classmethod
+    def _bounded(cls, inputs: list[InputSpec]) -> list[InputSpec]:
+        from .inputs import check_example_size
+
+        check_example_size([tuple(i.shape) for i in inputs], as_value_error=True)
+        return inputs
+
     @field_validator("layers")
     @classmethod
     def _layer_ratios(cls, layers: dict[str, float]) -> dict[str, float]:

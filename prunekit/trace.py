@@ -43,6 +43,8 @@ class Captured:
     example: tuple[torch.Tensor, ...]
     dynamic_batch: bool
     warnings: list[str] = field(default_factory=list)
+    upload: object = None            # the model as uploaded, callable (see upload_runner)
+    upload_batch: int | None = None  # the one batch size the upload takes (None: any)
 
 
 def _dynamic_shapes(n_inputs: int):
@@ -89,7 +91,7 @@ _RUNTIME_ASSERTS = tuple(
 
 
 def _strip_runtime_guards(gm: fx.GraphModule) -> None:
-    """Drop export's input guards and size assertions.
+    """Drop export's input guards (graph nodes and the module's input-check hook) and size assertions.
 
     They pin the captured widths (``u1 >= 8``) and would fire once channels are removed; the
     masked-vs-pruned check validates shapes instead.
@@ -102,6 +104,9 @@ def _strip_runtime_guards(gm: fx.GraphModule) -> None:
     gm.graph.eliminate_dead_code()
     if hasattr(gm, "_guards_fn"):
         delattr(gm, "_guards_fn")
+    for key, hook in list(gm._forward_pre_hooks.items()):
+        if getattr(hook, "__name__", "") == "_check_input_constraints_pre_hook":
+            del gm._forward_pre_hooks[key]  # the same input guards, as a hook
     gm.graph.lint()
     gm.recompile()
 
@@ -233,16 +238,60 @@ def _promote_to_parameters(gm: fx.GraphModule, names: set[str]) -> None:
             owner.register_parameter(attr, nn.Parameter(t.detach().clone(), requires_grad=False))
 
 
+def upload_runner(loaded: LoadedModel):
+    """The model exactly as uploaded, as a callable: the ScriptModule, the eager module, or the
+    archive's program.  The check compares the captured graph with it (a capture that dropped
+    a ``raise`` or a branch must not pass), so it is never the captured graph itself."""
+    if loaded.program is not None:
+        return loaded.program.module()
+    return loaded.module
+
+
+def upload_fixed_batch(loaded: LoadedModel) -> int | None:
+    """The one batch size the upload itself accepts (a fixed-batch ``.pt2``), else ``None``."""
+    if loaded.program is None or _batch_is_dynamic(loaded.program):
+        return None
+    vals = [v for v in _user_input_vals(loaded.program) if isinstance(v, torch.Tensor) and v.dim() > 0]
+    return int(vals[0].shape[0]) if vals else None
+
+
+def _shape_text(example: tuple) -> str:
+    return ", ".join(f"inputs.{i} {list(x.shape)} {str(x.dtype).replace('torch.', '')}" for i, x in enumerate(example))
+
+
+def _probe_upload(run, sigs: list[InputSignature], seed: int, own_batch: int, example: tuple) -> tuple:
+    """Run the upload on the example before capturing it.  A model that raises on the example
+    is the user's error to see as it is; one that raises only at the capture batch (``if
+    x.size(0) > 1: raise``) is captured at its own batch instead."""
+    tries = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != example[0].shape[0] else [])
+    error: BaseException | None = None
+    for ex in tries:
+        try:
+            with torch.no_grad(), _quiet():
+                run(*ex)
+            return ex
+        except Exception as exc:
+            error = error or exc
+    raise CaptureFailed(
+        f"the uploaded model raises on the example inputs ({_shape_text(tries[-1])}): {first_line(error, with_type=True)}"
+    ) from None
+
+
 def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:
     """Return the model as a ``GraphModule`` plus the example it was captured with."""
     notes: list[str] = []
     example = sample_inputs(sigs, CAPTURE_BATCH, seed)
     own_batch = sigs[0].shape[0] if sigs else CAPTURE_BATCH
+    if loaded.program is not None:
+        check_inputs_fit_program(loaded.program, sigs)
+        example = _fit_example_to_program(loaded.program, example)
+    upload = upload_runner(loaded)
+    example = _probe_upload(upload, sigs, seed, own_batch, example)
     if loaded.format == "state_dict":
         try:
             ep, dynamic = _export(loaded.module, example, notes)
         except CaptureFailed:
-            if own_batch == CAPTURE_BATCH:
+            if own_batch == example[0].shape[0]:
                 raise
             # a model written for one batch size (``x.view(1, -1)``) exports only at that size
             example = sample_inputs(sigs, own_batch, seed)
@@ -255,6 +304,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
     else:
         ep = loaded.program
         dynamic = _batch_is_dynamic(ep)
+        example = sample_inputs(sigs, CAPTURE_BATCH, seed)  # the probe ran it fitted to the program
         if not dynamic:
             relaxed = _relax_batch(ep, example)
             if relaxed is not None:
@@ -270,7 +320,8 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
         _promote_to_parameters(gm, loaded.param_names)
         _map_lifted_constants(gm, dict(loaded.module.named_parameters()))
         _fold_scalar_arithmetic(gm)
-    return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes)
+    return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes, upload=upload,
+                    upload_batch=upload_fixed_batch(loaded))
 
 
 # Converter failures whose cause users can act on: a fragment of the error → what to do.
@@ -338,7 +389,7 @@ _RETRACE_LOCK = threading.Lock()
 def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):
     """TS2EP at batch 2 (batch 1 would specialise the program); a model traced with its batch
     size baked in converts only at that size, so that is tried next."""
-    attempts = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != CAPTURE_BATCH else [])
+    attempts = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != example[0].shape[0] else [])
     error: BaseException | None = None
     for ex in attempts:
         try:
@@ -375,6 +426,29 @@ def _user_input_vals(ep) -> list:
     user = [s.arg.name for s in specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
     vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
     return [vals.get(u) for u in user]
+
+
+def check_inputs_fit_program(ep, sigs: list[InputSignature]) -> None:
+    """Say which input does not fit a ``.pt2`` program and how, before anything runs it (the
+    program's own guard would fail deep inside torch with a dumped graph)."""
+    specs = ep.graph_signature.input_specs
+    names = [s.arg.name for s in specs if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    vals = _user_input_vals(ep)
+    if len(vals) != len(sigs):
+        raise CaptureFailed(
+            f"inputs: the export archive takes {len(vals)} input(s) ({', '.join(names)}), the spec gives {len(sigs)}"
+        )
+    for i, (name, v, sig) in enumerate(zip(names, vals, sigs)):
+        if not isinstance(v, torch.Tensor):
+            continue
+        want = ["*" if isinstance(d, torch.SymInt) else int(d) for d in v.shape]
+        ok = len(want) == len(sig.shape) and all(w == "*" or w == g or j == 0 for j, (w, g) in enumerate(zip(want, sig.shape)))
+        if not ok or v.dtype != sig.dtype:
+            shown = "[" + ", ".join(str(w) for w in want) + "]"
+            raise CaptureFailed(
+                f"inputs.{i}: the export archive's input {name!r} has shape {shown} {str(v.dtype).replace('torch.', '')} "
+                f"(* = any size), the spec gives {list(sig.shape)} {str(sig.dtype).replace('torch.', '')}"
+            )
 
 
 def _batch_is_dynamic(ep) -> bool:
