@@ -106,5 +106,9 @@ def first_line(exc: BaseException, *, with_type: bool = False, limit: int = 300)
     """The first non-empty line of an exception's text: torch's errors carry long C++ traces
     that must never reach a user."""
     text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)[:limit]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = (lines[0] if lines else type(exc).__name__)
+    if line.startswith("The following operation failed in the TorchScript interpreter") and len(lines) > 1:
+        line = lines[-1]  # the interpreter's own error comes last, after the TorchScript traceback
+    line = line[:limit]
     return f"{type(exc).__name__}: {line}" if with_type else line

@@ -274,7 +274,7 @@ def _probe_upload(run, sigs: list[InputSignature], seed: int, own_batch: int, ex
             error = error or exc
     raise CaptureFailed(
         f"the uploaded model raises on the example inputs ({_shape_text(tries[-1])}): {first_line(error, with_type=True)}"
-    ) from None
+    ) from error  # kept as the cause: the worker tells a failed allocation from a model's own error
 
 
 def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:

@@ -66,3 +66,16 @@ def _share_cores(**_: object) -> None:
 
     concurrency = int(os.environ.get("PRUNEKIT_WORKER_CONCURRENCY", "0")) or app.conf.worker_concurrency or 1
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, concurrency)))
+
+
+def _concurrency() -> int:
+    """Pool children of this worker (Celery's default is one per core)."""
+    return int(os.environ.get("PRUNEKIT_WORKER_CONCURRENCY", "0")) or app.conf.worker_concurrency or os.cpu_count() or 1
+
+
+@worker_process_init.connect
+def _limit_memory(**_: object) -> None:
+    """Each pool child gets its share of the machine's memory (see ``worker/limits.py``)."""
+    from .limits import apply_memory_limit
+
+    apply_memory_limit(settings, _concurrency())

@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 def _child_main(job_id: str, settings_json: str) -> None:
     """Entry point of a job process (spawned/forkserver: nothing inherited but arguments)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [job] %(name)s: %(message)s")
+    from .limits import apply_memory_limit
     from .runner import run_job
 
     settings = WorkerSettings.model_validate_json(settings_json)
+    apply_memory_limit(settings, settings.embedded_concurrency)
     run_job(job_id, settings)
 
 

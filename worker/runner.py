@@ -183,6 +183,13 @@ def _collect_artifacts(out_dir: Path, engine_artifacts: dict) -> list[dict]:
     return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
 
 
+def _out_of_memory_message() -> str:
+    from .limits import applied_memory_limit, describe
+
+    return (f"the job ran out of memory: it needed more than its limit of {describe(applied_memory_limit())} "
+            "(PRUNEKIT_JOB_MEMORY_LIMIT)")
+
+
 def run_job(
     job_id: str,
     settings: WorkerSettings,
@@ -196,7 +203,7 @@ def run_job(
     are recorded like our deadline: code ``time_limit``.
     """
     from prunekit import pipeline
-    from prunekit.errors import PruneKitError
+    from prunekit.errors import MemoryLimit, PruneKitError, is_out_of_memory
     from prunekit.spec import parse_spec
 
     store = store or JobStore(settings.resolved_database_url)
@@ -265,6 +272,8 @@ def run_job(
     except JobTimeLimit:
         return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
     except PruneKitError as exc:
+        if is_out_of_memory(exc):  # the engine wrapped a failed allocation as its own error
+            return fail(MemoryLimit.code, _out_of_memory_message())
         if isinstance(exc.__context__, timeout_exceptions) or time.monotonic() - t_start > settings.job_time_limit:
             # The host's soft time limit fired inside the engine, which wrapped it as its own error.
             return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
@@ -272,6 +281,8 @@ def run_job(
     except timeout_exceptions:
         return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
     except Exception as exc:
+        if is_out_of_memory(exc):
+            return fail(MemoryLimit.code, _out_of_memory_message())
         log.exception("job %s attempt %d crashed", job_id, attempt)
         text = str(exc).replace(str(layout.root), "<data>")
         return fail(INTERNAL_ERROR, one_line(f"unexpected {type(exc).__name__} while pruning: {text}"))

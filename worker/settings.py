@@ -82,6 +82,11 @@ class WorkerSettings(BaseSettings):
     )
     progress_interval: float = Field(0.5, ge=0, description="Minimum seconds between progress writes.")
     embedded_concurrency: int = Field(1, ge=1, description="Jobs run at once in embedded mode.")
+    job_memory_limit: str | None = Field(
+        None,
+        description="Address space one job process may use (RLIMIT_AS), e.g. 8GiB; 0: no limit. "
+        "Default: 80% of the machine's (or cgroup's) memory divided by the jobs run at once.",
+    )
     queue_name: str = Field("prunekit", description="Broker queue the jobs are sent to.")
 
     @field_validator("broker_url", "database_url", mode="before")
@@ -91,6 +96,16 @@ class WorkerSettings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("job_memory_limit")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            from prunekit.limits import parse_size
+
+            parse_size(value, name="PRUNEKIT_JOB_MEMORY_LIMIT")
+            return value.strip()
+        return None
 
     @cached_property
     def resolved_database_url(self) -> str:
