@@ -1,4 +1,8 @@
-"""Shared helpers of the service tests: processes, model files, polling (fixtures are in conftest)."""
+"""Shared helpers of the service tests: processes, model files, polling (fixtures are in conftest).
+
+Also used by bench/faults.py, which starts the same processes (a private Redis, a Celery worker,
+uvicorn) to measure recovery times outside pytest.
+"""
 
 from __future__ import annotations
 
@@ -162,6 +166,111 @@ class Stack:
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             self.clients[name] = httpx.Client(base_url=self.url, headers=headers, timeout=60)
         return self.clients[name]
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port, without persistence: a restart loses every
+    key, as a Redis without RDB/AOF does.  Never the shared Redis the other tests use."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root, self.port = root, port or free_port()
+        self.restarts = -1
+        self.proc: Proc | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> "RedisServer":
+        self.restarts += 1
+        self.root.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.root), "--dbfilename", "never-written.rdb"]
+        self.proc = Proc(argv, base_env(), self.root / f"redis-{self.restarts}.log").start()
+        wait_for(self.ping, 20, f"redis-server on port {self.port}", proc=self.proc)
+        return self
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis.from_url(self.url(), socket_timeout=3, socket_connect_timeout=1)
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            with self.client() as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def kill_hard(self) -> None:
+        assert self.proc is not None
+        self.proc.kill_hard()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(5)
+
+
+# Short recovery settings: heartbeats every 0.5 s, silence of 4 s means lost, sweeps every
+# second.  The visibility timeout stays long (as in production), so Redis's own redelivery can
+# never be what rescues a job: recovery has to come from heartbeats and the job store.
+FAULT_ENV = dict(
+    PRUNEKIT_HEARTBEAT_INTERVAL="0.5",
+    PRUNEKIT_STALE_AFTER="4",
+    PRUNEKIT_RECOVERY_INTERVAL="1",
+    PRUNEKIT_RESEND_AFTER="3",
+    PRUNEKIT_REAPER_INTERVAL="1",
+    PRUNEKIT_VISIBILITY_TIMEOUT="600",
+    PRUNEKIT_JOB_MAX_ATTEMPTS="3",
+    PRUNEKIT_PROGRESS_INTERVAL="0.1",
+    PRUNEKIT_JOB_TIME_LIMIT="300",
+)
+
+
+@dataclass
+class FaultStack(Stack):
+    """A stack of its own for fault injection: private Redis, worker, API, SQLite store."""
+
+    redis: RedisServer | None = None
+    root: Path | None = None
+
+    def restart_api(self) -> None:
+        """Start a new API process (after the old one was killed) and point the clients at it."""
+        assert self.root is not None
+        self.api, self.url = start_api(self.env, self.root / "logs" / f"api-{time.monotonic_ns()}.log")
+        for c in self.clients.values():
+            c.base_url = httpx.URL(self.url)
+
+    def store(self):  # type: ignore[no-untyped-def]
+        from worker.store import JobStore
+
+        return JobStore(self.env["PRUNEKIT_DATABASE_URL"])
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+        self.api.stop()
+        self.workers.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def start_fault_stack(root: Path, **overrides: str) -> FaultStack:
+    redis_server = RedisServer(root / "redis").start()
+    data = root / "data"
+    env = base_env(
+        PRUNEKIT_BROKER_URL=redis_server.url(),
+        PRUNEKIT_DATA_DIR=str(data),
+        PRUNEKIT_DATABASE_URL=f"sqlite:///{root / 'jobs.db'}",
+        PRUNEKIT_API_KEYS=f"{KEY_A}={TENANT_A}",
+        PRUNEKIT_MAX_UPLOAD_BYTES=str(256 << 20),
+        **{**FAULT_ENV, **overrides},
+    )
+    workers = WorkerPool(env, root / "logs")
+    workers.start()
+    api, url = start_api(env, root / "logs" / "api.log")
+    return FaultStack(url=url, api=api, workers=workers, data_dir=data, env=env, redis=redis_server, root=root)
 
 
 # -- model files ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 from pathlib import Path
@@ -132,7 +133,46 @@ def exercise_store(store: JobStore) -> None:
     assert store.reap(stale_after=0.2, lost_after=0.3, max_attempts=3) == [d]  # silent too long
     job = store.get(d)
     assert job is not None and job.status == "failed" and "worker lost" in (job.error_message or "")
+    # The message states the silence measured (~0.4 s), not the stale_after setting (0.2 s).
+    m = re.search(r"for (\d+\.\d) s", job.error_message or "")
+    assert m and 0.4 <= float(m.group(1)) < 5, job.error_message
     assert store.delete(d) and store.get(d) is None
+
+
+def exercise_upgrade_and_recovery(store: JobStore) -> None:
+    """A table from before ``published_at`` gains it at startup, and the recovery queries
+    (worker.recovery) work on it; shared with the PostgreSQL test."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE prunekit_jobs DROP COLUMN published_at")
+    store.dispose()
+    upgraded = JobStore(store.url)
+    try:
+        assert "published_at" in {c["name"] for c in sa.inspect(upgraded.engine).get_columns("prunekit_jobs")}
+        lost, silent = "f" * 32, "9" * 32
+        _new(upgraded, lost)
+        _new(upgraded, silent)
+        assert upgraded.claim(silent, worker="w1", max_attempts=3, stale_after=0.2).attempt == 1
+        time.sleep(0.5)
+        assert upgraded.resend_candidates(older_than=0.3) == [lost]
+        stamp = upgraded.mark_published(lost, older_than=0.3)
+        assert stamp is not None
+        assert upgraded.mark_published(lost, older_than=0.3) is None  # one sender per interval
+        assert upgraded.resend_candidates(older_than=0.3) == []
+        upgraded.unmark_published(lost, stamp)  # the send failed: the next sweep may try
+        assert upgraded.published_at(lost) is None and upgraded.resend_candidates(older_than=0.3) == [lost]
+
+        (stale,) = upgraded.recover_stale(stale_after=0.2, max_attempts=3)
+        assert stale.job_id == silent and stale.outcome == "requeued" and stale.published_at is not None
+        assert 0.5 <= stale.silent_s < 5 and f"{stale.silent_s:.1f} s" in stale.message
+        job = upgraded.get(silent)
+        assert job is not None and job.status == "queued" and job.progress_message == stale.message
+        assert upgraded.recover_stale(stale_after=0.2, max_attempts=3) == []  # acted on once
+        assert not upgraded.heartbeat(silent, 1)  # the silent attempt is fenced off
+        assert upgraded.claim(silent, worker="w2", max_attempts=3, stale_after=0.2).attempt == 2
+    finally:
+        upgraded.dispose()
 
 
 def test_store_state_machine_sqlite(tmp_path: Path) -> None:
@@ -143,6 +183,10 @@ def test_store_state_machine_sqlite(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         store.dispose()
+
+
+def test_store_upgrade_and_recovery_sqlite(tmp_path: Path) -> None:
+    exercise_upgrade_and_recovery(JobStore(f"sqlite:///{tmp_path / 'jobs.db'}"))
 
 
 def _app_client(tmp_path: Path, client_host: str, **settings: object):  # type: ignore[no-untyped-def]

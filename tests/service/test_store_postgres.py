@@ -17,7 +17,7 @@ import pytest
 
 from prunekit.client import Client
 from svc_helpers import TS_SPEC, Models, base_env, start_api
-from test_service_units import exercise_store
+from test_service_units import exercise_store, exercise_upgrade_and_recovery
 from worker.store import JobStore, normalize_database_url
 
 PG_URL = os.environ.get("PRUNEKIT_TEST_POSTGRES_URL")
@@ -53,6 +53,10 @@ def test_store_state_machine_postgres(pg_schema_url: str) -> None:
         exercise_store(store)
     finally:
         store.dispose()
+
+
+def test_store_upgrade_and_recovery_postgres(pg_schema_url: str) -> None:
+    exercise_upgrade_and_recovery(JobStore(pg_schema_url))
 
 
 def test_job_through_api_with_postgres_store(pg_schema_url: str, models: Models, tmp_path: Path) -> None:
