@@ -4,9 +4,10 @@ Delivery settings are chosen so that a job survives a worker that dies mid-run:
 
 * ``acks_late`` + ``task_reject_on_worker_lost``: the message is acknowledged only after the job
   has finished, and requeued if the child process running it is killed;
-* a whole worker host killed with SIGKILL never acknowledges, so after ``visibility_timeout`` the
-  Redis transport gives the message to another worker; the restore sweep runs every
-  ``restore_interval`` seconds (kombu's default would be ~100 s);
+* a whole worker host killed with SIGKILL never acknowledges; its job's heartbeats stop, and the
+  recovery sweeps (worker.recovery, started in worker.tasks) requeue and re-send it after
+  ``stale_after``.  Redis's own redelivery after ``visibility_timeout`` (restore sweep every
+  ``restore_interval`` seconds; kombu's default would be ~100 s) is only a backstop;
 * ``worker_prefetch_multiplier=1``: a busy worker does not sit on queued jobs others could run.
 
 The job store, not Celery's result backend, holds job state, so results are ignored here.
