@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import re
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -59,6 +60,23 @@ def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     raise InvalidModelFile("the file holds a pickle but not a state-dict (a mapping of names to tensors)")
 
 
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+
+def _asked_for(text: str) -> str:
+    """``": it asks for posix.system"``, from torch's refusal: the name, never torch's advice
+    (which suggests re-running with ``weights_only=False`` or allow-listing the global)."""
+    m = _GLOBAL.search(text)
+    return f": it asks for {m.group(1)}" if m else ""
+
+
+def _without_torch_advice(text: str) -> str:
+    """torch's message less its sentences about ``weights_only`` and allow-lists."""
+    keep = [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+            if not re.search(r"weights_only|safe_globals|trusted source|documentation of torch.load", s)]
+    return " ".join(keep)[:300] or "unreadable pickle"
+
+
 def read_state_dict(path: Path, container: str) -> dict[str, torch.Tensor]:
     if container == "safetensors":
         from safetensors import SafetensorError
@@ -73,12 +91,11 @@ def read_state_dict(path: Path, container: str) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
-            first = next((line.strip() for line in text.splitlines() if "Unsupported" in line or "GLOBAL" in line), "")
             raise UnsafeModelFile(
                 "the pickle asks to import or call code, which is never done for uploads "
-                f"(loaded with weights_only=True). {first}".strip()
+                f"(they are read as weights only){_asked_for(text)}"
             ) from None
-        raise InvalidModelFile(f"the pickle could not be read: {text.splitlines()[0] if text else exc}") from None
+        raise InvalidModelFile(f"the pickle could not be read: {_without_torch_advice(text)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidModelFile(f"the state-dict file is damaged or truncated: {first}") from None
@@ -173,7 +190,7 @@ def load_model(path: "str | Path", *, architecture: str | None = None, limits: L
         except UnsafeModelFile:
             raise
         except pickle.UnpicklingError as exc:
-            raise UnsafeModelFile(f"the export archive holds a pickle that asks to run code: {first_line(exc)}") from None
+            raise UnsafeModelFile(f"the export archive holds a pickle that asks to run code{_asked_for(str(exc))}") from None
         except Exception as exc:
             raise InvalidModelFile(f"torch.export archive could not be loaded: {first_line(exc)}") from None
         names = set(ep.graph_signature.parameters)
