@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from . import check as check_mod
 from . import export as export_mod
-from .errors import ExportFailed, InvalidSpec, first_line
+from .errors import ExportFailed, InvalidSpec, PruneKitError, first_line
 from .inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
@@ -34,7 +34,7 @@ from .report import LayerChange, PruneReport
 from .resolve import analyse
 from .spec import Spec, parse_spec
 from .surgery import Rewriter, apply, removed_atoms
-from .trace import capture
+from .trace import capture, humanize_symbols, symbol_names
 
 ProgressCallback = Callable[[str, float, str], None]
 """``(stage, fraction, message)``: ``fraction`` is the overall progress, from 0 to 1."""
@@ -140,7 +140,19 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     cap = capture(loaded, sigs, seed=spec.seed)
     gm = cap.gm
     report.dynamic_batch = cap.dynamic_batch
-    report.warnings.extend(cap.warnings)
+    names = symbol_names(gm)
+    report.warnings.extend(humanize_symbols(w, names) for w in cap.warnings)
+
+    try:
+        return _after_capture(loaded, cap, spec, sigs, prog, report, out_fmt, out_dir)
+    except PruneKitError as exc:  # speak of the user's dims ("batch"), not torch's symbols ("s22")
+        exc.args = (humanize_symbols(str(exc), names),)
+        raise
+
+
+def _after_capture(loaded: LoadedModel, cap, spec: Spec, sigs, prog: "_Progress", report: PruneReport,
+                   out_fmt: str, out_dir: Path | None) -> PruneResult:
+    gm = cap.gm
     example2 = sample_inputs(sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
 
     prog.start("analyse", "finding coupled channels")
