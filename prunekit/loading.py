@@ -93,7 +93,7 @@ def read_state_dict(path: Path, container: str) -> dict[str, torch.Tensor]:
         if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
             raise UnsafeModelFile(
                 "the pickle asks to import or call code, which is never done for uploads "
-                f"(they are read as weights only){_asked_for(text)}"
+                f"(loaded with weights_only=True){_asked_for(text)}"
             ) from None
         raise InvalidModelFile(f"the pickle could not be read: {_without_torch_advice(text)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
