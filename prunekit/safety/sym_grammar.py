@@ -84,31 +84,41 @@ def _small_exponent(node: ast.AST, what: str) -> None:
         raise Refused(f"{what} raises to a power above 64")
 
 
+def _arithmetic(node: ast.AST, what: str, visit) -> bool:
+    """The part both grammars share: literal numbers, arithmetic, comparisons, and/or/not.
+    Checks ``node`` (recursing through ``visit``) and returns True if it is one of these."""
+    if isinstance(node, ast.Expression):
+        visit(node.body)
+    elif isinstance(node, ast.Constant):
+        _number(node, what)
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH):
+        if isinstance(node.op, ast.Pow):
+            _small_exponent(node.right, what)
+        visit(node.left)
+        visit(node.right)
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
+        visit(node.operand)
+    elif isinstance(node, ast.Compare) and all(isinstance(o, _COMPARE) for o in node.ops):
+        for child in (node.left, *node.comparators):
+            visit(child)
+    elif isinstance(node, ast.BoolOp):
+        for child in node.values:
+            visit(child)
+    else:
+        return False
+    return True
+
+
 def check_sym_expr(text: object, what: str = "symbolic expression") -> None:
     """Raise :class:`Refused` unless ``text`` is a symbolic size torch could have written."""
     tree = _parse(text, what)
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.Expression):
-            visit(node.body)
-        elif isinstance(node, ast.Constant):
-            _number(node, what)
+        if _arithmetic(node, what, visit):
+            pass
         elif isinstance(node, ast.Name):
             if not (node.id in EXPR_CONSTANTS or node.id in EXPR_FUNCS or SYMBOL_NAME.fullmatch(node.id)):
                 raise Refused(f"{what} names {node.id!r}, which is not a symbol")
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH):
-            if isinstance(node.op, ast.Pow):
-                _small_exponent(node.right, what)
-            visit(node.left)
-            visit(node.right)
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
-            visit(node.operand)
-        elif isinstance(node, ast.Compare) and all(isinstance(o, _COMPARE) for o in node.ops):
-            for child in (node.left, *node.comparators):
-                visit(child)
-        elif isinstance(node, ast.BoolOp):
-            for child in node.values:
-                visit(child)
         elif isinstance(node, ast.Tuple):
             for child in node.elts:
                 visit(child)
@@ -156,23 +166,8 @@ def check_guard(text: object, what: str = "guard") -> None:
             type(s.value) is int or bool(INPUT_NAME.fullmatch(s.value)))
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.Expression):
-            visit(node.body)
-        elif isinstance(node, ast.Constant):
-            _number(node, what)
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH):
-            if isinstance(node.op, ast.Pow):
-                _small_exponent(node.right, what)
-            visit(node.left)
-            visit(node.right)
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, _UNARY):
-            visit(node.operand)
-        elif isinstance(node, ast.Compare) and all(isinstance(o, _COMPARE) for o in node.ops):
-            for child in (node.left, *node.comparators):
-                visit(child)
-        elif isinstance(node, ast.BoolOp):
-            for child in node.values:
-                visit(child)
+        if _arithmetic(node, what, visit):
+            pass
         elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and type(node.slice.value) is int:
             call = node.value  # L['x'].size()[0]
             if not (isinstance(call, ast.Call) and not call.args and not call.keywords
