@@ -58,8 +58,18 @@ def denied_names() -> frozenset[str]:
     return frozenset(n.split("::", 1)[1] for n in denied_ops())
 
 
-def check_op(namespace: str, name: str) -> str | None:
-    """``None`` if ``namespace::name`` may run; otherwise the reason it may not."""
+@lru_cache(maxsize=4096)
+def _registered(qualified: str) -> bool:
+    import torch
+
+    return bool(torch._C._jit_get_schemas_for_operator(qualified))
+
+
+def check_op(namespace: str, name: str, *, registered: bool = False) -> str | None:
+    """``None`` if ``namespace::name`` may run; otherwise the reason it may not.
+
+    ``registered``: the name must also be a registered op (an archive's string, which torch
+    resolves by attribute lookup: ``aten.__and__`` is an op, ``aten.__class__`` is not)."""
     if not _NAME.fullmatch(namespace or "") or not _NAME.fullmatch(name or ""):
         return f"{namespace}::{name} is not an operator name"
     if namespace == "higher_order":
@@ -68,16 +78,24 @@ def check_op(namespace: str, name: str) -> str | None:
         return f"ops of namespace {namespace!r} are not allowed (only {', '.join(sorted(TENSOR_NAMESPACES))})"
     if f"{namespace}::{name}" in denied_ops():
         return f"{namespace}::{name} reaches the file system"
+    if registered and not _registered(f"{namespace}::{name}"):
+        return f"{namespace}::{name} is not a registered operator"
     return None
 
 
 def check_target(target: str) -> str | None:
     """Validate the string an exported graph names a call by; ``None`` if allowed."""
     parts = target.split(".")
-    if not all(_NAME.fullmatch(p) for p in parts) or any(p.startswith("__") for p in parts):
+    if not all(_NAME.fullmatch(p) for p in parts):
         return f"{target!r} is not an operator name"
     if parts[:2] == ["torch", "ops"] and len(parts) in (4, 5):
-        return check_op(parts[2], parts[3])
+        # the op name may be a dunder (aten.__and__), checked against the registry; the
+        # namespace and overload may not
+        if parts[2].startswith("__") or (len(parts) == 5 and parts[4].startswith("__")):
+            return f"{target!r} is not an operator name"
+        return check_op(parts[2], parts[3], registered=parts[2] != "higher_order")
+    if any(p.startswith("__") for p in parts):
+        return f"{target!r} is not an operator name"
     if parts[0] == "_operator" and len(parts) == 2:
         return None if parts[1] in OPERATOR_FUNCS else f"{target} is not an allowed size function"
     if parts[0] == "math" and len(parts) == 2:

@@ -16,7 +16,8 @@ node metadata                 a grammar per field (module paths, op names, JSON 
 ``stack_trace``, op string    free text: stored or passed as a value, never parsed
 arguments (``as_string``)
 custom objects                refused (they are torchbind classes restored by pickle)
-everything else               names: letters, digits and ``_ . + - : @ / [ ] '``, no dunders
+pytree ``context``, custom   JSON text holding user data (dict keys): must decode, strings free
+everything else               names: no quotes, backslashes or control characters, no dunders
 ============================= ==========================================================
 
 Anything outside is refused as ``unsafe_model_file``, naming the member and the JSON path.
@@ -36,13 +37,17 @@ from .sym_grammar import SYMBOL_NAME, Refused, check_guard, check_sym_expr
 from .zip_limits import check_zip, read_member
 
 MAX_FREE_TEXT = 1 << 20
-PLAIN = re.compile(r"[\w.+\-:@/ \[\]',]{0,4096}")
+# Names (parameter paths, node names, types): a ModuleDict key may hold almost anything, but no
+# quote, backslash or control character (fx writes names into generated source as string literals).
+PLAIN = re.compile(r"[^\"'\\\x00-\x1f\x7f]{0,4096}")
 DUNDER = re.compile(r"(^|[.\[])__\w*__($|[.\]])")
 DOTTED = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
-MODULE_STACK_PIECE = re.compile(r"[\w.\[\]'()@<>: \-]{0,4096}")
 TORCH_FN = re.compile(r"[\w.;<> \-]{0,4096}")
 FREE_TEXT_KEYS = frozenset({"stack_trace", "as_string", "as_strings"})
-JSON_TEXT_KEYS = frozenset({"custom", "from_node", "in_spec", "out_spec"})
+JSON_TEXT_KEYS = frozenset({"from_node", "in_spec", "out_spec"})
+# JSON text whose strings are user data that torch only decodes (a pytree node's dict keys, a
+# node's custom metadata): it must be JSON, its strings are free.
+JSON_DATA_KEYS = frozenset({"context", "custom"})
 ST_DELIMITER = ";"
 
 
@@ -68,6 +73,13 @@ class _Walker:
         elif key in FREE_TEXT_KEYS:
             if len(value) > MAX_FREE_TEXT:
                 raise Refused(f"{key} is longer than {MAX_FREE_TEXT} characters")
+        elif key in JSON_DATA_KEYS:
+            if len(value) > MAX_FREE_TEXT:
+                raise Refused(f"{key} is longer than {MAX_FREE_TEXT} characters")
+            try:
+                json.loads(value)
+            except (ValueError, RecursionError):
+                raise Refused(f"{key} is not JSON") from None
         elif key in JSON_TEXT_KEYS:
             try:
                 json.loads(value)
@@ -77,7 +89,7 @@ class _Walker:
             self.walk(json.loads(value), f"{path}(json)", key=None)
         elif key == "nn_module_stack":
             for item in value.split(ST_DELIMITER):
-                if not all(MODULE_STACK_PIECE.fullmatch(p) for p in item.split(",")):
+                if not all(PLAIN.fullmatch(p) for p in item.split(",")):  # stored, never parsed
                     raise Refused("nn_module_stack holds characters no module path or type name has")
         elif key == "source_fn_stack":
             for item in value.split(ST_DELIMITER):

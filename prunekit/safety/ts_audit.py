@@ -51,18 +51,22 @@ def _audit_source(member: str, text: str) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             chain = _dotted(node)
-            if chain and len(chain) >= 3 and (chain[0] == "ops" or chain[:2] == ["torch", "ops"]):
+            if not chain or chain[0] not in ("torch", "ops"):
+                continue  # self.save, x.from_file: attributes of modules and values, not ops
+            if len(chain) >= 3 and (chain[0] == "ops" or chain[:2] == ["torch", "ops"]):
                 ns_at = 1 if chain[0] == "ops" else 2
                 if len(chain) > ns_at + 1:
                     why = check_op(chain[ns_at], chain[ns_at + 1])
                     if why:
                         raise refuse(f"calls {'.'.join(chain)}: {why}", node)
             if node.attr in denied:
-                raise refuse(f"uses {node.attr}, an op that reaches the file system", node)
-        elif isinstance(node, ast.Name) and node.id in denied:
-            raise refuse(f"uses {node.id}, an op that reaches the file system", node)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in denied:
-            raise refuse(f"names {node.value!r}, an op that reaches the file system", node)
+                raise refuse(f"uses {'.'.join(chain)}, an op that reaches the file system", node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
+            # getattr(torch, "from_file"): the op's name as a string
+            names = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            root = _dotted(node.args[0]) if node.args else None
+            if names and names[0] in denied and root and root[0] in ("torch", "ops"):
+                raise refuse(f"looks up {names[0]!r}, an op that reaches the file system", node)
 
 
 def audit_torchscript_archive(path: "str | Path", limits: Limits) -> None:
