@@ -107,6 +107,15 @@ def redis_restart(fs: FaultStack, model: Path, queued_jobs: int, timeout: float)
     with fs.redis.client() as r:
         in_redis_after = int(r.llen("prunekit"))
     metrics = c.get("/metrics").text
+
+    def all_back() -> bool:  # every lost job is in Redis again, or already taken by the worker
+        with fs.redis.client() as r:  # type: ignore[union-attr]
+            raw = r.lrange("prunekit", 0, -1) + list(r.hvals("unacked"))
+        waiting = "".join(x.decode(errors="replace") for x in raw)
+        return all(j in waiting or _job(c, j)["status"] != "queued" for j in queued)
+
+    wait_for(all_back, timeout, "the lost jobs to be sent again", interval=0.1)
+    t_resent = time.monotonic() - t0
     done_at, final = {}, {}
     for job_id in [running, *queued]:
         final[job_id] = _until(c, job_id, FINAL, timeout)
@@ -117,6 +126,7 @@ def redis_restart(fs: FaultStack, model: Path, queued_jobs: int, timeout: float)
         "metrics_after_restart": re.findall(r"^prunekit_(?:queue_depth|broker_queue_length) .*$", metrics, re.M),
         "statuses": sorted(j["status"] for j in final.values()),
         "attempts": sorted(j["attempts"] for j in final.values()),
+        "restart_to_all_lost_jobs_resent_s": round(t_resent, 2),
         "restart_to_all_succeeded_s": max(done_at.values()),
         "sends_per_lost_job": [logs.count(f"job {j} was queued but the broker had no message for it") for j in queued],
     }

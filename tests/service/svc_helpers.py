@@ -212,12 +212,12 @@ class RedisServer:
             self.proc.stop(5)
 
 
-# Short recovery settings: heartbeats every 0.5 s, silence of 4 s means lost, sweeps every
+# Short recovery settings: heartbeats every 0.5 s, silence of 5 s means lost, sweeps every
 # second.  The visibility timeout stays long (as in production), so Redis's own redelivery can
 # never be what rescues a job: recovery has to come from heartbeats and the job store.
 FAULT_ENV = dict(
     PRUNEKIT_HEARTBEAT_INTERVAL="0.5",
-    PRUNEKIT_STALE_AFTER="4",
+    PRUNEKIT_STALE_AFTER="5",
     PRUNEKIT_RECOVERY_INTERVAL="1",
     PRUNEKIT_RESEND_AFTER="3",
     PRUNEKIT_REAPER_INTERVAL="1",

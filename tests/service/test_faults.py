@@ -32,7 +32,7 @@ from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.timeout(240)
 
-STALE_AFTER = 4.0  # svc_helpers.FAULT_ENV
+STALE_AFTER = 5.0  # svc_helpers.FAULT_ENV
 INCOMING_MAX_AGE = 3.0
 
 
