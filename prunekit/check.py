@@ -47,6 +47,58 @@ def _restrict(t: torch.Tensor, lab, kept) -> torch.Tensor:
     return t
 
 
+@dataclass
+class Deviation:
+    """How far one model's outputs are from a reference's: the largest absolute and relative
+    (to the reference's largest finite magnitude) deviation of floating outputs, and ``problem``
+    when they cannot be compared at all (count, structure, shape, dtype, integer values, or NaN
+    and infinities in other places)."""
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    problem: str | None = None
+
+
+def compare_outputs(ref, got, *, restrict=None, scale_floor: float = 1e-12, structure: bool = False,
+                    dtypes: bool = True) -> Deviation:
+    """The one output comparator: the check, the capture self-tests and the artifact proof all
+    measure with it (each with its own tolerance and message).
+
+    ``restrict(j, tensor)`` cuts reference output ``j`` down first (the masked original's
+    outputs to their kept channels); ``scale_floor`` is the smallest magnitude a relative
+    deviation is taken against; ``structure`` also compares the pytree structure."""
+    ref_flat, ref_spec = tree_flatten(ref)
+    got_flat, got_spec = tree_flatten(got)
+    if structure and ref_spec != got_spec:
+        return Deviation(problem="the outputs are structured differently")
+    ref_t = [t for t in ref_flat if isinstance(t, torch.Tensor)]
+    got_t = [t for t in got_flat if isinstance(t, torch.Tensor)]
+    if len(ref_t) != len(got_t):
+        return Deviation(problem=f"{len(got_t)} output tensors where the reference has {len(ref_t)}")
+    dev = Deviation()
+    for j, (r, g) in enumerate(zip(ref_t, got_t)):
+        if restrict is not None:
+            r = restrict(j, r)
+        if tuple(g.shape) != tuple(r.shape) or (dtypes and g.dtype != r.dtype):
+            where = f"{tuple(g.shape)} {g.dtype}" if dtypes else f"{tuple(g.shape)}"
+            want = f"{tuple(r.shape)} {r.dtype}" if dtypes else f"{tuple(r.shape)}"
+            return Deviation(problem=f"output {j} has shape {where}, expected {want}")
+        if not r.is_floating_point():
+            if not torch.equal(g.to(r.dtype), r):
+                return Deviation(problem=f"integer output {j} differs")
+            continue
+        rd, gd = r.double(), g.double()
+        finite = rd.isfinite()
+        if not torch.equal(finite, gd.isfinite()) or not torch.equal(rd[~finite].nan_to_num(0.0), gd[~finite].nan_to_num(0.0)):
+            return Deviation(problem=f"output {j} has NaN or infinity in other places than the reference")
+        if not finite.any():
+            continue
+        a = float((rd[finite] - gd[finite]).abs().max())
+        scale = max(float(rd[finite].abs().max()), scale_floor)
+        dev.max_abs, dev.max_rel = max(dev.max_abs, a), max(dev.max_rel, a / scale if a > 0 else 0.0)
+    return dev
+
+
 def verify(
     pruned: fx.GraphModule,
     masked: fx.GraphModule,
@@ -59,6 +111,10 @@ def verify(
 ) -> CheckResult:
     max_abs = max_rel = 0.0
     n_out = 0
+
+    def restrict(j: int, t: torch.Tensor) -> torch.Tensor:
+        return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, kept)
+
     for i, b in enumerate(batch_sizes):
         x = sample_inputs(sigs, b, seed + 1000 + i)
         with torch.no_grad():
@@ -67,31 +123,11 @@ def verify(
             except Exception as exc:
                 raise CheckFailed(f"the pruned model does not run at batch {b}: {first_line(exc)}") from None
             ref = masked(*x)
-        got_flat, _ = tree_flatten(got)
-        ref_flat, _ = tree_flatten(ref)
-        got_t = [t for t in got_flat if isinstance(t, torch.Tensor)]
-        ref_t = [t for t in ref_flat if isinstance(t, torch.Tensor)]
-        if len(got_t) != len(ref_t):
-            raise CheckFailed(f"the pruned model returns {len(got_t)} tensors, the original {len(ref_t)}")
-        n_out = len(got_t)
-        for j, (g, r) in enumerate(zip(got_t, ref_t)):
-            lab = output_labels[j][1] if j < len(output_labels) else None
-            r = _restrict(r, lab, kept)
-            if tuple(g.shape) != tuple(r.shape):
-                raise CheckFailed(
-                    f"output {j} has shape {tuple(g.shape)} after pruning, expected {tuple(r.shape)} at batch {b}"
-                )
-            if not g.is_floating_point():
-                if not torch.equal(g, r):
-                    raise CheckFailed(f"integer output {j} differs from the masked original at batch {b}")
-                continue
-            diff = (g.double() - r.double()).abs()
-            a = float(diff.max()) if diff.numel() else 0.0
-            scale = float(r.double().abs().max()) if r.numel() else 0.0
-            rel = a / max(scale, 1e-12) if a > 0 else 0.0
-            if not np.isfinite(a):
-                raise CheckFailed(f"output {j} of the pruned model is not finite at batch {b}")
-            max_abs, max_rel = max(max_abs, a), max(max_rel, rel)
+        dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
+        if dev.problem:
+            raise CheckFailed(f"the pruned model does not match the masked original at batch {b}: {dev.problem}")
+        n_out = len([t for t in tree_flatten(got)[0] if isinstance(t, torch.Tensor)])
+        max_abs, max_rel = max(max_abs, dev.max_abs), max(max_rel, dev.max_rel)
     res = CheckResult(max_abs, max_rel, max_rel <= tolerance, list(batch_sizes), n_out, tolerance)
     if not res.passed:
         raise CheckFailed(
@@ -99,10 +135,6 @@ def verify(
             f"{max_abs:.3g}), above the tolerance {tolerance:g}: an op rule is wrong for this model"
         )
     return res
-
-
-def _tensors(out) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
 
 
 def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_sizes: list[int], seed: int,
@@ -124,64 +156,25 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
                 got = captured(*x)
             except Exception as exc:
                 raise CheckFailed(f"the captured graph does not run at batch {b}: {first_line(exc)}") from None
-        ref_t, got_t = _tensors(ref), _tensors(got)
-        if len(ref_t) != len(got_t):
-            raise CheckFailed(f"the uploaded model returns {len(ref_t)} tensors, its captured graph {len(got_t)}")
-        for j, (r, g) in enumerate(zip(ref_t, got_t)):
-            if tuple(r.shape) != tuple(g.shape) or r.dtype != g.dtype:
-                raise CheckFailed(
-                    f"output {j} of the captured graph is {tuple(g.shape)} {g.dtype}, the uploaded model's "
-                    f"{tuple(r.shape)} {r.dtype} at batch {b}"
-                )
-            if not r.is_floating_point():
-                if not torch.equal(r, g):
-                    raise CheckFailed(f"integer output {j} of the captured graph differs from the uploaded model at batch {b}")
-                continue
-            rd, gd = r.double(), g.double()
-            finite = rd.isfinite()
-            if not torch.equal(finite, gd.isfinite()):
-                raise CheckFailed(f"output {j} of the captured graph has NaN/inf where the uploaded model has none at batch {b}")
-            if not finite.any():
-                continue
-            a = float((rd[finite] - gd[finite]).abs().max())
-            rel = a / max(float(rd[finite].abs().max()), 1e-12) if a > 0 else 0.0
-            worst = max(worst, rel)
-            if rel > tolerance:
-                raise CheckFailed(
-                    f"the captured graph differs from the uploaded model by {rel:.3g} (relative) at batch {b}, above "
-                    f"the tolerance {tolerance:g}: the capture is wrong for this model"
-                )
+        dev = compare_outputs(ref, got)
+        if dev.problem:
+            raise CheckFailed(f"the captured graph does not match the uploaded model at batch {b}: {dev.problem}")
+        worst = max(worst, dev.max_rel)
+        if dev.max_rel > tolerance:
+            raise CheckFailed(
+                f"the captured graph differs from the uploaded model by {dev.max_rel:.3g} (relative) at batch {b}, "
+                f"above the tolerance {tolerance:g}: the capture is wrong for this model"
+            )
     return worst
 
 
 def same_outputs(a, b, tolerance: float = 1e-4) -> bool:
-    """Whether two models' outputs (any pytree) agree: same structure and shapes, integers equal,
-    floats within ``tolerance`` of the larger finite magnitude, NaN and infinities in the same
-    places.
+    """Whether two models' outputs (any pytree) agree: same structure, shapes and dtypes,
+    integers equal, floats within ``tolerance`` of the larger of 1 and the largest finite
+    magnitude, NaN and infinities in the same places.
 
     For the capture-time rewrites (batch relaxation, fused-op decomposition), which must
     reproduce the program they replace before they are used.
     """
-    flat_a, spec_a = tree_flatten(a)
-    flat_b, spec_b = tree_flatten(b)
-    if spec_a != spec_b:
-        return False
-    for x, y in zip(flat_a, flat_b):
-        if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
-            return False
-        if not isinstance(x, torch.Tensor):
-            continue
-        if x.shape != y.shape or x.dtype != y.dtype:
-            return False
-        if not x.is_floating_point():
-            if not torch.equal(x, y):
-                return False
-            continue
-        x, y = x.double(), y.double()
-        finite = x.isfinite()
-        if not torch.equal(finite, y.isfinite()) or not torch.equal(x[~finite].nan_to_num(0.0), y[~finite].nan_to_num(0.0)):
-            return False  # NaN where NaN, and infinities of the same sign
-        x, y = x[finite], y[finite]
-        if x.numel() and float((x - y).abs().max()) > tolerance * max(1.0, float(x.abs().max())):
-            return False
-    return True
+    dev = compare_outputs(a, b, scale_floor=1.0, structure=True)
+    return dev.problem is None and dev.max_rel <= tolerance

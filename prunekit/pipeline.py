@@ -256,11 +256,11 @@ def _prove_artifact(load_back, pruned: nn.Module, sigs, batches, spec: Spec, art
                        if spec.output_format == "state_dict" or "state_dict.pt" in artifacts else "")
                 ) from None
             ref = pruned(*x)
-        gf, rf = torch.utils._pytree.tree_flatten(got)[0], torch.utils._pytree.tree_flatten(ref)[0]
-        for g, r in zip(gf, rf):
-            if isinstance(g, torch.Tensor) and (g.shape != r.shape or not torch.allclose(g.double(), r.double(), rtol=1e-4, atol=1e-5)):
-                _remove(artifacts)
-                raise ExportFailed(f"the written model computes something else than the checked pruned model at batch {b}")
+        dev = check_mod.compare_outputs(ref, got, dtypes=False)
+        if dev.problem or dev.max_rel > 1e-4:
+            _remove(artifacts)
+            why = dev.problem or f"deviates by {dev.max_rel:.3g} (relative)"
+            raise ExportFailed(f"the written model computes something else than the checked pruned model at batch {b}: {why}")
     return model
 
 
