@@ -13,10 +13,8 @@ Every zip archive is first checked against the unpacking limits, then:
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import re
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from .errors import InvalidModelFile, InvalidSpec, StateDictMismatch, UnsafeMode
 from .formats import ModelFormat, detect_format
 from .limits import Limits, current as current_limits
 from .registry import get_architecture
+from .torch_compat import untrusted_unpickling
 from .safety import audit_export_archive, audit_torchscript_archive, audit_torchscript_module, check_zip
 
 
@@ -126,41 +125,8 @@ def build_from_state_dict(architecture: str, state: dict[str, torch.Tensor]) -> 
     return module.eval()
 
 
-_UNPICKLE_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _weights_only_unpickling():
-    """Force every unpickle inside ``torch.export.load`` to ``weights_only=True``.
-
-    A ``.pt2`` archive may carry pickled payloads (``use_pickle`` weights, opaque constants,
-    sample inputs) that torch would otherwise unpickle with ``weights_only=False``, i.e. run code
-    from the upload.  Inside this block such payloads load as plain tensors or are refused.
-    """
-    from torch.export.pt2_archive import _package
-
-    real_load = torch.load
-
-    def safe_load(f, *args, **kwargs):
-        kwargs["weights_only"] = True
-        return real_load(f, *args, **kwargs)
-
-    def refuse(*_args, **_kwargs):
-        raise UnsafeModelFile("the export archive holds pickled objects, which are never unpickled for uploads")
-
-    real_pickle = _package.pickle
-    real_obj = torch._C._pickle_load_obj
-    fake_pickle = type("_NoPickle", (), {"loads": staticmethod(refuse), "load": staticmethod(refuse)})
-    with _UNPICKLE_LOCK:
-        torch.load = safe_load
-        _package.pickle = fake_pickle
-        torch._C._pickle_load_obj = refuse
-        try:
-            yield
-        finally:
-            torch.load = real_load
-            _package.pickle = real_pickle
-            torch._C._pickle_load_obj = real_obj
+def _refuse_pickle(*_args, **_kwargs):
+    raise UnsafeModelFile("the export archive holds pickled objects, which are never unpickled for uploads")
 
 
 def load_model(path: "str | Path", *, architecture: str | None = None, limits: Limits | None = None) -> LoadedModel:
@@ -185,7 +151,7 @@ def load_model(path: "str | Path", *, architecture: str | None = None, limits: L
         audit_export_archive(path, limits)
         try:
             # a file object: uploads keep no ".pt2" name, and torch warns about any other name
-            with _weights_only_unpickling(), open(path, "rb") as f:
+            with untrusted_unpickling(_refuse_pickle), open(path, "rb") as f:
                 ep = torch.export.load(f)
         except UnsafeModelFile:
             raise

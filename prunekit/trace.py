@@ -20,7 +20,6 @@ import contextlib
 import io
 import logging
 import operator
-import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ from .errors import CaptureFailed, first_line
 from .fused import open_fused_ops
 from .inputs import InputSignature, sample_inputs
 from .loading import LoadedModel
+from .torch_compat import batch_only_retrace
 
 CAPTURE_BATCH = 2
 
@@ -347,43 +347,19 @@ def _ts_to_export(ts, example: tuple, notes: list[str]):
     """
     from torch._export.converter import TS2EPConverter
 
-    class SizeFoldingConverter(TS2EPConverter):
+    class SizeFoldingConverter(TS2EPConverter):  # the hook torch_compat.TS2EP_RETRACE_HOOK checks
         def retrace_as_exported_program(self, gm, name_to_constant):
             _fold_scalar_arithmetic(gm)
             if not any(n.target is operator.mod for n in gm.graph.nodes):  # only folds still in use
                 return super().retrace_as_exported_program(gm, name_to_constant)
             if _PADDING_NOTE not in notes:  # once, however many conversion attempts
                 notes.append(_PADDING_NOTE)
-            with _batch_only_retrace():
+            with batch_only_retrace():
                 return super().retrace_as_exported_program(gm, name_to_constant)
 
     return SizeFoldingConverter(ts, example).convert()
 
 
-@contextlib.contextmanager
-def _batch_only_retrace():
-    """Within the converter's retrace, make only dimension 0 of each input dynamic."""
-    import torch.export._trace as export_trace
-
-    _RETRACE_LOCK.acquire()  # the patch is process-wide: one capture at a time goes through it
-    real = export_trace._export
-
-    def batch_only(mod, args, *rest, dynamic_shapes=None, **kwargs):
-        if dynamic_shapes is not None:
-            dynamic_shapes = tuple(
-                {0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() else None for a in args
-            )
-        return real(mod, args, *rest, dynamic_shapes=dynamic_shapes, **kwargs)
-
-    export_trace._export = batch_only
-    try:
-        yield
-    finally:
-        export_trace._export = real
-        _RETRACE_LOCK.release()
-
-
-_RETRACE_LOCK = threading.Lock()
 
 
 def _convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):

@@ -1,0 +1,119 @@
+"""Every place PruneKit reaches into torch internals, in one file, each checked before use.
+
+torch's public API does not cover three things PruneKit needs, so it patches or subclasses
+private pieces.  Each is listed here with the torch versions it was checked on, and
+:func:`check` fails loudly, naming the missing piece, when a torch upgrade removes or renames
+what a patch relies on (better a clear error at the first job than a patch that silently does
+nothing: for the unpickling patch that would mean running an upload's pickles).
+
+========================= ========================================================= ============
+piece                     why                                                       checked on
+========================= ========================================================= ============
+``untrusted_unpickling``  ``torch.export.load`` unpickles ``.pt2`` payloads with    2.13.0
+                          ``weights_only=False``; force weights-only, refuse the
+                          rest (``_package.pickle``, ``torch._C._pickle_load_obj``)
+``batch_only_retrace``    TS2EPConverter retraces with every dim dynamic; modulo    2.13.0
+                          size arithmetic (Swin) then takes minutes to solve
+                          (``torch.export._trace._export``)
+``TS2EP_RETRACE_HOOK``    fold tensorised size arithmetic before the converter      2.13.0
+                          retraces (``TS2EPConverter.retrace_as_exported_program``)
+========================= ========================================================= ============
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+
+CHECKED_ON = ("2.13.0",)
+TS2EP_RETRACE_HOOK = "retrace_as_exported_program"
+
+
+class TorchInternalsChanged(RuntimeError):
+    """A torch upgrade removed what a patch here relies on."""
+
+
+def _require(owner, attr: str, what: str) -> None:
+    if not hasattr(owner, attr):
+        raise TorchInternalsChanged(
+            f"torch {torch.__version__} has no {what}, which prunekit/torch_compat.py relies on "
+            f"(checked on torch {', '.join(CHECKED_ON)}); update the patch before using this torch"
+        )
+
+
+def check() -> None:
+    """Raise :class:`TorchInternalsChanged` if any patched piece is gone."""
+    from torch._export.converter import TS2EPConverter
+    from torch.export import _trace as export_trace
+    from torch.export.pt2_archive import _package
+
+    _require(_package, "pickle", "torch.export.pt2_archive._package.pickle")
+    _require(_package, "torch", "torch.export.pt2_archive._package.torch")
+    _require(torch._C, "_pickle_load_obj", "torch._C._pickle_load_obj")
+    _require(export_trace, "_export", "torch.export._trace._export")
+    _require(TS2EPConverter, TS2EP_RETRACE_HOOK, f"TS2EPConverter.{TS2EP_RETRACE_HOOK}")
+
+
+_UNPICKLE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def untrusted_unpickling(refuse):
+    """Force every unpickle inside ``torch.export.load`` to ``weights_only=True``; ``refuse`` is
+    called instead of any plain unpickle (it should raise).
+
+    A ``.pt2`` archive may carry pickled payloads (``use_pickle`` weights, opaque constants,
+    sample inputs) that torch would otherwise unpickle with ``weights_only=False``, i.e. run code
+    from the upload.  Inside this block such payloads load as plain tensors or are refused.
+    """
+    check()
+    from torch.export.pt2_archive import _package
+
+    real_load = torch.load
+
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(f, *args, **kwargs)
+
+    real_pickle = _package.pickle
+    real_obj = torch._C._pickle_load_obj
+    fake_pickle = type("_NoPickle", (), {"loads": staticmethod(refuse), "load": staticmethod(refuse)})
+    with _UNPICKLE_LOCK:
+        torch.load = safe_load
+        _package.pickle = fake_pickle
+        torch._C._pickle_load_obj = refuse
+        try:
+            yield
+        finally:
+            torch.load = real_load
+            _package.pickle = real_pickle
+            torch._C._pickle_load_obj = real_obj
+
+
+_RETRACE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def batch_only_retrace():
+    """Within the converter's retrace, make only dimension 0 of each input dynamic."""
+    check()
+    import torch.export._trace as export_trace
+
+    _RETRACE_LOCK.acquire()  # the patch is process-wide: one capture at a time goes through it
+    real = export_trace._export
+
+    def batch_only(mod, args, *rest, dynamic_shapes=None, **kwargs):
+        if dynamic_shapes is not None:
+            dynamic_shapes = tuple(
+                {0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() else None for a in args
+            )
+        return real(mod, args, *rest, dynamic_shapes=dynamic_shapes, **kwargs)
+
+    export_trace._export = batch_only
+    try:
+        yield
+    finally:
+        export_trace._export = real
+        _RETRACE_LOCK.release()
