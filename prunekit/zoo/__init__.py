@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .registry import register
+from ..registry import register
 
 
 def _img(c: int = 3, h: int = 32, w: int = 32) -> list[dict]:
