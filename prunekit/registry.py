@@ -5,6 +5,11 @@ State-dict uploads carry weights but no code, so the service must build the modu
 through the entry-point group ``prunekit.architectures`` (``name = "pkg.module:factory"``), so a
 deployment can support its own models without touching PruneKit.  Uploaded files never supply
 code: only installed factories are ever called.
+
+A renamed architecture keeps its old name as an *alias* for one release: ``get_architecture`` and
+``build`` resolve it (with a ``DeprecationWarning``) to the very same entry, while
+``list_architectures`` lists each architecture once, under its current name; ``list_aliases``
+says which old names still resolve.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Architecture:
 
 
 _REGISTRY: dict[str, Architecture] = {}
+_ALIASES: dict[str, str] = {}  # old name -> current name
 _entry_points_loaded = False
 
 
@@ -46,8 +52,12 @@ def register(
     example_inputs: list[dict] | None = None,
     description: str = "",
     scriptable: bool = True,
+    aliases: tuple[str, ...] = (),
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
-    """Decorator registering ``factory`` under ``name`` (later registrations replace earlier ones)."""
+    """Decorator registering ``factory`` under ``name`` (later registrations replace earlier ones).
+
+    ``aliases`` are former names that keep resolving to ``name`` (a name registered in its own
+    right wins over an alias)."""
 
     def deco(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         _REGISTRY[name] = Architecture(
@@ -57,6 +67,8 @@ def register(
             description=description or (factory.__doc__ or "").strip().split("\n")[0],
             scriptable=scriptable,
         )
+        for old in aliases:
+            _ALIASES[old] = name
         return factory
 
     return deco
@@ -86,13 +98,29 @@ def _load_builtin_and_entry_points() -> None:
 
 
 def list_architectures() -> list[str]:
+    """Every registered architecture once, by its current name (aliases are not listed)."""
     _load_builtin_and_entry_points()
     return sorted(_REGISTRY)
+
+
+def list_aliases() -> dict[str, str]:
+    """Former names that still resolve: ``{old name: current name}``."""
+    _load_builtin_and_entry_points()
+    return {old: new for old, new in sorted(_ALIASES.items()) if old not in _REGISTRY}
 
 
 def get_architecture(name: str) -> Architecture:
     """Look ``name`` up; an unknown name lists what is registered and the closest matches."""
     _load_builtin_and_entry_points()
+    if name not in _REGISTRY and name in _ALIASES:
+        import warnings
+
+        warnings.warn(
+            f"architecture {name!r} is now called {_ALIASES[name]!r}; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        name = _ALIASES[name]
     try:
         return _REGISTRY[name]
     except KeyError:
