@@ -43,8 +43,8 @@ def test_prune_writes_model_report_and_summary(tmp_path):
 
 
 def test_state_dict_with_arch_flag(tmp_path):
-    src = save_model(build("zoo:mlp_seed001"), "state_dict", [{"shape": [1, 700]}], tmp_path / "w.pt")
-    out = _prunekit("prune", str(src), "--arch", "zoo:mlp_seed001", "--ratio", "0.5", "-q", "-o", str(tmp_path / "w_small.pt"))
+    src = save_model(build("zoo:mlp"), "state_dict", [{"shape": [1, 700]}], tmp_path / "w.pt")
+    out = _prunekit("prune", str(src), "--arch", "zoo:mlp", "--ratio", "0.5", "-q", "-o", str(tmp_path / "w_small.pt"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "w_small.manifest.json").exists()
 

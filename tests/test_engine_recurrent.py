@@ -109,12 +109,12 @@ def test_every_layout_prunes_hidden_units(cfg, tmp_path):
         assert y.shape == (batch, seq, 5)
 
 
-@pytest.mark.parametrize("name", ["test:gru_bi_2l_bf", "test:lstm_uni_2l_tf", "test:conv_gru", "test:gru_nobias", "zoo:gru_seed000"])
+@pytest.mark.parametrize("name", ["test:gru_bi_2l_bf", "test:lstm_uni_2l_tf", "test:conv_gru", "test:gru_nobias", "zoo:gru_classifier"])
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
 @pytest.mark.parametrize("seq", [1, 5, 17])
 def test_torchscript_uploads_across_lengths(name, ratio, seq, tmp_path):
-    if name == "zoo:gru_seed000":
-        seq_inputs = 16  # the seed network takes 16 features
+    if name == "zoo:gru_classifier":
+        seq_inputs = 16  # the GRU classifier takes 16 features
     else:
         seq_inputs = 6
     torch.manual_seed(0)
@@ -135,8 +135,8 @@ def test_torchscript_uploads_across_lengths(name, ratio, seq, tmp_path):
     assert y.shape[0] == 3
 
 
-def test_seed000_network_gets_smaller_and_still_runs():
-    model = build("zoo:gru_seed000")
+def test_gru_classifier_gets_smaller_and_still_runs():
+    model = build("zoo:gru_classifier")
     res = prunekit.prune(model, {"ratio": 0.5, "inputs": [{"shape": [1, 5, 16]}]})
     w_ih = res.model.get_parameter("gru.weight_ih_l0")
     w_hh = res.model.get_parameter("gru.weight_hh_l0")

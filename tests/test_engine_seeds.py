@@ -19,16 +19,16 @@ def test_seed001_mlp_layers_half_each(tmp_path):
     spec = {
         "layers": {"seq.0.weight": 0.5, "seq.2.weight": 0.5, "seq.4.weight": 0.5, "linear.weight": 0.5},
         "inputs": [{"shape": [1, 700]}],
-        "architecture": "zoo:mlp_seed001",
+        "architecture": "zoo:mlp",
     }
-    path = save_model(build("zoo:mlp_seed001"), "state_dict", spec["inputs"], tmp_path / "mlp.pt")
+    path = save_model(build("zoo:mlp"), "state_dict", spec["inputs"], tmp_path / "mlp.pt")
     res = prunekit.prune_to_dir(path, spec, tmp_path / "out")
     assert res.report.params_before == 1_233_500
     assert res.report.params_after == 396_150
     shapes = {c.name: c.shape_after for c in res.report.layers}
     assert shapes["seq.0.weight"] == [250, 700] and shapes["seq.2.weight"] == [400, 250]
     assert shapes["seq.4.weight"] == [300, 400] and shapes["linear.weight"] == [2, 300]
-    model = prunekit.load_pruned("zoo:mlp_seed001", res.artifacts["state_dict.pt"], res.artifacts["manifest.json"])
+    model = prunekit.load_pruned("zoo:mlp", res.artifacts["state_dict.pt"], res.artifacts["manifest.json"])
     assert _params(model) == 396_150
     assert model(torch.randn(5, 700)).shape == (5, 2)
 
@@ -36,7 +36,7 @@ def test_seed001_mlp_layers_half_each(tmp_path):
 def test_seed002_custom_layer_needs_no_custom_code():
     """Torch-Pruning needed a hand-written pruner for CustomizedLayer; the graph rules find the
     coupling themselves: fc1's outputs, the layer's scale and bias, and its fc's inputs."""
-    model = build("zoo:custom_layer_seed002")
+    model = build("zoo:custom_scale_layer")
     spec = {"channels": [{"param": "fc1.weight", "channels": [0, 1, 6]}], "inputs": [{"shape": [1, 128]}]}
     res = prunekit.prune(model, spec)
     m = res.model
@@ -52,7 +52,7 @@ def test_seed002_custom_layer_needs_no_custom_code():
 def test_seed002_reproduces_torch_pruning_widths():
     """The seed's hand-written pruner also removed the same indices from the custom fc's outputs,
     which feed fc2; naming both gives the seed's result: width 253 up to fc2's input."""
-    model = build("zoo:custom_layer_seed002")
+    model = build("zoo:custom_scale_layer")
     spec = {
         "channels": [
             {"param": "fc1.weight", "channels": [0, 1, 6]},

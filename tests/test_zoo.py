@@ -15,8 +15,8 @@ ZOO = [n for n in list_architectures() if n.startswith("zoo:")]
 EXPECTED = {
     "zoo:resnet_mini", "zoo:mobilenetv2_mini", "zoo:densenet_mini", "zoo:se_net",
     "zoo:resnext_mini", "zoo:vit_mini", "zoo:mha_transformer", "zoo:unet_mini",
-    "zoo:conv1d_net", "zoo:mlp_seed001", "zoo:custom_layer_seed002", "zoo:conv3d_net",
-    "zoo:gru_seed000",
+    "zoo:conv1d_net", "zoo:mlp", "zoo:custom_scale_layer", "zoo:conv3d_net",
+    "zoo:gru_classifier",
 }
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -95,8 +95,8 @@ def test_script(name, models):
             torch.testing.assert_close(scripted(x), m(x), **TOL)
 
 
-def test_mlp_seed001_is_exact():
-    m = build("zoo:mlp_seed001")
+def test_mlp_is_exact():
+    m = build("zoo:mlp")
     assert sum(p.numel() for p in m.parameters()) == 1_233_500
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     assert shapes == {
@@ -107,8 +107,8 @@ def test_mlp_seed001_is_exact():
     }
 
 
-def test_custom_layer_seed002_layout():
-    m = build("zoo:custom_layer_seed002")
+def test_custom_scale_layer_layout():
+    m = build("zoo:custom_scale_layer")
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     assert shapes == {
         "fc1.weight": (256, 128), "fc1.bias": (256,),
