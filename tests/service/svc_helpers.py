@@ -137,8 +137,8 @@ class WorkerPool:
         argv = [PY, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "--concurrency=1",
                 "-Q", "prunekit", "-n", f"test{self.generation}@%h", "--without-gossip", "--without-mingle"]
         proc = Proc(argv, self.env, self.log_dir / f"worker-{self.generation}.log").start()
+        self.current = proc  # stop() reaches it even if it never gets ready
         wait_for(lambda: " ready." in proc.log(), 90, "the Celery worker to be ready", proc=proc)
-        self.current = proc
         return proc
 
     def ensure(self) -> Proc:
@@ -268,8 +268,13 @@ def start_fault_stack(root: Path, **overrides: str) -> FaultStack:
         **{**FAULT_ENV, **overrides},
     )
     workers = WorkerPool(env, root / "logs")
-    workers.start()
-    api, url = start_api(env, root / "logs" / "api.log")
+    try:
+        workers.start()
+        api, url = start_api(env, root / "logs" / "api.log")
+    except BaseException:  # leave no private Redis or worker behind
+        workers.stop()
+        redis_server.stop()
+        raise
     return FaultStack(url=url, api=api, workers=workers, data_dir=data, env=env, redis=redis_server, root=root)
 
 
