@@ -75,8 +75,12 @@ def celery_stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
         PRUNEKIT_JOB_TIME_LIMIT="300",
     )
     workers = WorkerPool(env, root / "logs")
-    workers.start()
-    api, url = start_api(env, root / "logs" / "api.log")
+    try:
+        workers.start()
+        api, url = start_api(env, root / "logs" / "api.log")
+    except BaseException:  # an orphaned worker would take the next session's jobs off DB 5
+        workers.stop()
+        raise
     stack = Stack(url=url, api=api, workers=workers, data_dir=data, env=env)
     try:
         yield stack
