@@ -12,7 +12,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info",
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from prunekit.cli_service import settings_problem
+    from worker.cli import settings_problem
 
     from .settings import Settings
 
