@@ -1,8 +1,14 @@
 """The ``prunekit`` command line.
 
 ``prunekit prune MODEL --spec SPEC -o OUT`` runs the engine locally with a progress bar and a short
-summary.  The service commands (``serve``, ``worker``, ``submit``, ``status``, ``wait``,
-``download``) live in :mod:`prunekit.cli_service` so that this module stays free of web imports.
+summary.  The client commands (``submit``, ``status``, ``wait``, ``download``, ``jobs``,
+``cancel``) live in :mod:`prunekit.cli_service` so that this module stays free of web imports.
+
+The server commands belong to the apps built on the engine: ``serve`` to :mod:`service.cli`,
+``worker`` to :mod:`worker.cli`.  This package never imports them; they join the command through
+the ``prunekit.commands`` entry-point group, each entry a ``register(subparsers)`` that adds its
+subparser and handler.  Without the service extra (or the entry points), ``prunekit serve`` says
+in one line what to install instead of printing a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +18,18 @@ import json
 import shutil
 import sys
 import tempfile
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
+
+COMMANDS_GROUP = "prunekit.commands"
+# Commands the service extra brings, with what `--help` says about them while it is missing.
+SERVICE_COMMANDS = {
+    "serve": "run the HTTP API",
+    "worker": "run a Celery worker that executes queued jobs",
+}
 
 EPILOG = """examples:
   prunekit prune model.pt --spec spec.json -o model.pruned.pt
@@ -159,18 +176,53 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("architectures", help="list registered architectures (for state-dict uploads)")
     a.set_defaults(func=_cmd_architectures)
 
-    try:
-        from . import cli_service
-    except ImportError:  # the service extras are optional
-        cli_service = None
-    if cli_service is not None:
-        cli_service.register(sub)
+    _add_app_commands(sub)
+    from . import cli_service
+
+    cli_service.register(sub)
     return parser
+
+
+def needs_service_extra(command: str) -> int:
+    """Say in one line that ``prunekit COMMAND`` needs the service extra; the exit code to return."""
+    print(f"prunekit {command} needs the service extra: pip install 'prunekit[service]'", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _command_entry_points() -> list[EntryPoint]:
+    """The ``prunekit.commands`` entry points, one per name, sorted by name."""
+    unique: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=COMMANDS_GROUP):
+        unique.setdefault(ep.name, ep)
+    return [unique[name] for name in sorted(unique)]
+
+
+def _add_app_commands(sub: Any) -> None:
+    """Let each ``prunekit.commands`` entry point add its subcommand; a service command whose
+    entry point is absent or cannot be imported gets a stand-in that says what to install."""
+    for ep in _command_entry_points():
+        if ep.name in sub.choices:
+            continue
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            if ep.name not in SERVICE_COMMANDS:
+                print(f"prunekit: the {ep.name!r} command ({ep.value}) cannot be loaded: {exc}", file=sys.stderr)
+            continue
+        register(sub)
+    for name, help_text in SERVICE_COMMANDS.items():
+        if name not in sub.choices:
+            p = sub.add_parser(name, help=f"{help_text} (needs the service extra)",
+                               description=f"{help_text[0].upper()}{help_text[1:]}. Needs the service extra: "
+                               "pip install 'prunekit[service]'.")
+            p.set_defaults(func=lambda args, name=name: needs_service_extra(name), accepts_any_arguments=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "accepts_any_arguments", False):
+        parser.error("unrecognized arguments: " + " ".join(unknown))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,10 +1,12 @@
-"""Service subcommands of the ``prunekit`` CLI: serve, worker, submit, status, wait, download,
-jobs, cancel.
+"""Client subcommands of the ``prunekit`` CLI: submit, status, wait, download, jobs, cancel.
+
+They talk to a PruneKit server over HTTP with :mod:`prunekit.client` and nothing else, so they
+live in the engine package.  The server-side commands (``serve``, ``worker``) belong to the apps
+(:mod:`service.cli`, :mod:`worker.cli`) and join the command through the ``prunekit.commands``
+entry-point group: this package never imports ``service`` or ``worker``.
 
 ``prunekit.cli`` calls :func:`register` with its subparsers and dispatches with
-``args.func(args)``.  FastAPI, uvicorn and Celery are imported inside the command functions only,
-so ``import prunekit`` (and every other subcommand) stays light and works without the service
-extras installed.
+``args.func(args)``.
 
 Exit codes: 0 success, 1 the job failed or was cancelled, 2 usage or service error.
 """
@@ -14,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+from .cli import EXIT_ERROR, EXIT_JOB_FAILED, EXIT_OK
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR = 0, 1, 2
+DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -32,37 +33,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add the service subcommands to ``subparsers`` (from ``parser.add_subparsers()``)."""
+    """Add the client subcommands to ``subparsers`` (from ``parser.add_subparsers()``)."""
     fmt = argparse.RawDescriptionHelpFormatter
-
-    p = subparsers.add_parser(
-        "serve", help="run the HTTP API (embedded worker unless PRUNEKIT_BROKER_URL is set)",
-        formatter_class=fmt,
-        description="Run the PruneKit HTTP API.\n\n"
-        "Without PRUNEKIT_BROKER_URL the server also runs the jobs itself (embedded mode: SQLite\n"
-        "and a local folder under PRUNEKIT_DATA_DIR, no Redis needed). With a broker it only\n"
-        "queues jobs, and `prunekit worker` processes run them.\n\n"
-        "Without PRUNEKIT_API_KEYS only clients on this machine are served. See docs/service.md.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; "
-                   "use 0.0.0.0 in a container)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--workers", type=int, default=1,
-                   help="API processes (needs a broker; embedded mode runs one)")
-    p.set_defaults(func=cmd_serve)
-
-    p = subparsers.add_parser(
-        "worker", help="run a Celery worker that executes queued jobs (needs PRUNEKIT_BROKER_URL)",
-        formatter_class=fmt,
-        description="Run a Celery worker for PruneKit jobs.\n\n"
-        "It must see the same PRUNEKIT_DATA_DIR (shared volume) and PRUNEKIT_DATABASE_URL as the\n"
-        "API. Start as many as you like; each runs --concurrency jobs at a time.",
-    )
-    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default: 1)")
-    p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--hostname", default=None, help="Celery node name (default: prunekit@<host>)")
-    p.set_defaults(func=cmd_worker)
 
     p = subparsers.add_parser(
         "submit", help="upload a model and a spec to a server as a new job", formatter_class=fmt,
@@ -114,76 +86,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("job_id", metavar="ID")
     _client_args(p)
     p.set_defaults(func=cmd_cancel)
-
-
-# -- server-side commands --------------------------------------------------------------------
-
-
-def settings_problem(exc: Exception, prefix: str = "PRUNEKIT_") -> str:
-    """One line naming every bad setting by its environment variable, e.g.
-    ``PRUNEKIT_API_KEYS: keys must be at least 8 characters``.  Values are never repeated: they
-    may be secrets (keys, passwords in URLs)."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        parts = []
-        for e in exc.errors():
-            loc = e.get("loc") or ("?",)
-            msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-            parts.append(f"{prefix}{str(loc[0]).upper()}: {msg}")
-        return "; ".join(dict.fromkeys(parts))
-    import re
-
-    # pydantic-settings' SettingsError: 'error parsing value for field "x" from source "..."'
-    m = re.search(r'field "([^"]+)"', str(exc))
-    if m:
-        return f"{prefix}{m.group(1).upper()}: the value cannot be parsed"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _load_settings(cls: Any, command: str) -> Any:
-    """``cls()`` from the environment, or ``None`` after one line on stderr saying which setting
-    is wrong (instead of pydantic's traceback)."""
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    try:
-        return cls()
-    except (ValidationError, SettingsError) as exc:
-        print(f"prunekit {command}: invalid configuration: {settings_problem(exc)}", file=sys.stderr)
-        return None
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from service.settings import Settings
-
-    if _load_settings(Settings, "serve") is None:
-        return EXIT_ERROR
-    from service.serve import serve
-
-    serve(args.host, args.port, log_level=args.log_level, workers=args.workers)
-    return EXIT_OK
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.settings import WorkerSettings
-
-    settings = _load_settings(WorkerSettings, "worker")
-    if settings is None:
-        return EXIT_ERROR
-    if settings.embedded:
-        print("prunekit worker needs PRUNEKIT_BROKER_URL (e.g. redis://localhost:6379/0); "
-              "without a broker, `prunekit serve` runs jobs itself.", file=sys.stderr)
-        return EXIT_ERROR
-    os.environ["PRUNEKIT_WORKER_CONCURRENCY"] = str(args.concurrency)
-    from worker.celery_app import app
-
-    argv = ["worker", f"--concurrency={args.concurrency}", f"--loglevel={args.loglevel.upper()}",
-            "-Q", settings.queue_name]
-    if args.hostname:
-        argv.append(f"--hostname={args.hostname}")
-    app.worker_main(argv=argv)
-    return EXIT_OK
 
 
 # -- client commands -------------------------------------------------------------------------
@@ -379,16 +281,3 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return _fail(exc)
     print(f"job {args.job_id} " + ("cancelled" if job else "deleted"))
     return EXIT_OK
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m prunekit.cli_service``) until ``prunekit.cli`` wires it."""
-    parser = argparse.ArgumentParser(prog="prunekit", description="PruneKit service commands.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

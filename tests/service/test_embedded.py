@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prunekit import cli_service
+from prunekit import cli
 from prunekit.client import Client, ServiceError
 from prunekit.pipeline import STAGES
 from svc_helpers import SLOW_SPEC, TS_SPEC, Models
@@ -80,36 +80,36 @@ def test_cli_submit_wait_download(embedded_api: tuple[str, Path], models: Models
     spec_file.write_text(json.dumps(TS_SPEC))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    rc = cli_service.main(["submit", str(models.ts), "--spec", str(spec_file), "--wait", "-o", str(out_dir),
-                           "--server", url])
+    rc = cli.main(["submit", str(models.ts), "--spec", str(spec_file), "--wait", "-o", str(out_dir),
+                   "--server", url])
     assert rc == 0
     assert (out_dir / "resnet_mini-pruned.pt").is_file() and (out_dir / "resnet_mini-pruned-report.json").is_file()
 
     capsys.readouterr()
-    rc = cli_service.main(["jobs", "--server", url, "--json"])
+    rc = cli.main(["jobs", "--server", url, "--json"])
     assert rc == 0
     job_id = json.loads(capsys.readouterr().out)["jobs"][0]["id"]
-    assert cli_service.main(["status", job_id, "--server", url, "--json"]) == 0
+    assert cli.main(["status", job_id, "--server", url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
-    assert cli_service.main(["wait", job_id, "--server", url]) == 0
+    assert cli.main(["wait", job_id, "--server", url]) == 0
     assert "succeeded" in capsys.readouterr().out
     target = tmp_path / "single.pt"
-    assert cli_service.main(["download", job_id, "-o", str(target), "--server", url]) == 0
+    assert cli.main(["download", job_id, "-o", str(target), "--server", url]) == 0
     assert target.stat().st_size > 0
     # A bad spec: exit code 2 and the field's path on stderr.
     capsys.readouterr()
-    assert cli_service.main(["submit", str(models.ts), "--spec", '{"ratio": 2}', "--server", url]) == 2
+    assert cli.main(["submit", str(models.ts), "--spec", '{"ratio": 2}', "--server", url]) == 2
     assert "ratio" in capsys.readouterr().err
     # A failed job: exit code 1.
-    rc = cli_service.main(["submit", str(models.uncapturable), "--spec",
-                           '{"ratio": 0.5, "inputs": [{"shape": [1, 3, 16, 16]}]}', "--wait", "--server", url])
+    rc = cli.main(["submit", str(models.uncapturable), "--spec",
+                   '{"ratio": 0.5, "inputs": [{"shape": [1, 3, 16, 16]}]}', "--wait", "--server", url])
     assert rc == 1
 
 
 def test_cli_help_is_available(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("serve", "worker", "submit", "status", "wait", "download", "jobs", "cancel"):
         with pytest.raises(SystemExit) as exit_:
-            cli_service.main([cmd, "--help"])
+            cli.main([cmd, "--help"])
         assert exit_.value.code == 0
         assert "usage:" in capsys.readouterr().out
 
