@@ -56,6 +56,13 @@ class InvalidSpec(PruneKitError):
     code = "invalid_spec"
 
 
+class InvalidRule(PruneKitError, TypeError):
+    """An extra channel rule (``prune(..., rules=...)``) is not one: its key is not an op or its
+    value not a :class:`prunekit.Rule`.  Also a ``TypeError``, since it is a programming error."""
+
+    code = "invalid_rule"
+
+
 class CaptureFailed(PruneKitError):
     """The model could not be captured as one graph (torch.export or TS2EP refused it)."""
 

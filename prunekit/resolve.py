@@ -1,11 +1,11 @@
 """Walk the graph once and label every tensor dimension with the channel atoms it carries.
 
-For each node the rule for its op (``rules.RULES``) reads the labels of its inputs, couples or pins
-atoms, and returns the labels of its output.  Labels of a tensor are a tuple with one entry per
-dimension: ``None`` (no channels: batch, spatial, sequence) or an int vector of atom ids, ``-1``
-where an index carries no channel.  The result, :class:`Analysis`, is everything later stages
-need: which atoms each tensor attribute has, which node dimensions they flow through, and which
-ops stopped them (barriers).
+For each node the rule for its op (the call's extra rules, then the built-in ``rules.RULES``: see
+``ruleset.py``) reads the labels of its inputs, couples or pins atoms, and returns the labels of
+its output.  Labels of a tensor are a tuple with one entry per dimension: ``None`` (no channels:
+batch, spatial, sequence) or an int vector of atom ids, ``-1`` where an index carries no channel.
+The result, :class:`Analysis`, is everything later stages need: which atoms each tensor attribute
+has, which node dimensions they flow through, and which ops stopped them (barriers).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch.fx as fx
 from torch.fx.interpreter import Interpreter
 
 from .atoms import Atoms
+from . import ruleset
 
 Labels = tuple  # tuple[np.ndarray | None, ...]
 
@@ -102,6 +103,7 @@ class Analysis:
     output_labels: list[Any] = field(default_factory=list)
     eager: bool = False
     output_dims: dict[str, int] = field(default_factory=dict)  # weights whose output channels are not dim 0
+    rules: ruleset.RuleSet | None = None   # extra rules (call + entry points), looked up before the built-in ones
 
 
 class Ctx:
@@ -225,14 +227,9 @@ def _none_labels(shape_tree: Any) -> Any:
     return None
 
 
-def find_rule(node: fx.Node):
-    from .rules import RULES
-
-    t = node.target
-    rule = RULES.get(t)
-    if rule is None and isinstance(t, torch._ops.OpOverload):
-        rule = RULES.get(t.overloadpacket)
-    return rule
+def find_rule(node: fx.Node, extra: ruleset.RuleSet | None = None) -> ruleset.Rule | None:
+    """The rule for ``node``'s op: ``extra`` (default: the entry points'), then the built-in table."""
+    return ruleset.find_rule(node.target, extra)
 
 
 def analyse(
@@ -242,16 +239,19 @@ def analyse(
     *,
     frozen: dict[str, str] | None = None,
     eager: bool = False,
+    rules: ruleset.RulesArg = None,
 ) -> Analysis:
     """Label every node of ``gm``; ``example2`` (another batch size) marks batch-dependent dims.
 
     ``frozen`` maps tensor attributes that must keep their shape to the reason.  ``eager`` asks the
     rules to keep only changes an eager ``forward`` can follow (for state-dict outputs, which are
-    run by the architecture's own Python code rather than the rewritten graph).
+    run by the architecture's own Python code rather than the rewritten graph).  ``rules`` are
+    extra channel rules, looked up before the built-in ones (``ruleset.extra_rules``).
     """
+    extra = ruleset.extra_rules(rules)
     shapes, dtypes, symbolic = record_shapes(gm, example, example2)
     a = Analysis(gm=gm, atoms=Atoms(), labels={}, attr_labels={}, created={}, shapes=shapes, dtypes=dtypes,
-                 symbolic=symbolic, eager=eager)
+                 symbolic=symbolic, eager=eager, rules=extra)
     frozen = frozen or {}
     ctx = Ctx(a)
     read_attrs: set[str] = set()
@@ -278,7 +278,7 @@ def analyse(
                 lst = a.labels.get(src.name)
                 a.labels[node.name] = lst[idx] if isinstance(lst, list) and idx < len(lst) else _none_labels(shapes.get(node.name))
                 continue
-            rule = find_rule(node)
+            rule = find_rule(node, extra)
             if rule is None:
                 ctx.barrier("no channel rule for this op")
                 a.labels[node.name] = _none_labels(shapes.get(node.name))

@@ -9,7 +9,8 @@ A rule has two halves:
   arguments (a ``view`` size, a conv's ``groups``, a split's sizes).
 
 Adding an op is adding one ``@rule(...)`` entry.  An op without a rule is a barrier: every channel
-that reaches it is kept, and the report names it.
+that reaches it is kept, and the report names it.  Ops of other libraries get their rules from the user
+(``prune(..., rules=...)``, the ``prunekit.rules`` entry points: see ``ruleset.py``), never here.
 
 Semantics the rules rely on: in the masked original every pruned channel is zero wherever it
 appears, so an op that *sums* over a channel dimension (a conv's input channels, a matmul's inner
@@ -19,7 +20,6 @@ it (``layer_norm``, ``softmax``, ``mean``) is not and must pin it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -27,26 +27,20 @@ import torch
 import torch.fx as fx
 
 from .resolve import Ctx, Labels
+from .ruleset import Rule, RuleSet
 
 aten = torch.ops.aten
 
-
-@dataclass(frozen=True)
-class Rule:
-    propagate: Callable[[Ctx, fx.Node], Any]
-    rewrite: Callable[[Any, fx.Node], None] | None = None
+RULES = RuleSet(name="built-in")
+"""The built-in table.  Users add rules without editing it: ``prune(..., rules=...)`` or the
+``prunekit.rules`` entry points (``ruleset.py``), which are looked up first."""
 
 
-RULES: dict[Any, Rule] = {}
-
-
-def rule(*ops: Any, rewrite: Callable | None = None):
-    def deco(fn: Callable) -> Callable:
-        for op in ops:
-            RULES[op] = Rule(fn, rewrite)
-        return fn
-
-    return deco
+def rule(*ops: Any, rewrite: Callable | None = None) -> Callable[[Callable], Callable]:
+    """A built-in entry (``RuleSet.rule``); ``ops`` may be empty where this torch build lacks them."""
+    if not ops:
+        return lambda fn: fn
+    return RULES.rule(*ops, rewrite=rewrite)
 
 
 def _ops(*names: str) -> list:

@@ -1,9 +1,10 @@
 """Remove the chosen channels: slice tensors, then fix the graph's shape arguments.
 
 Every tensor attribute dimension that carries atoms is sliced to the kept indices.  Then each node
-whose op has a ``rewrite`` half in the rule table gets its non-tensor arguments updated (a view's
-sizes, a depthwise conv's ``groups``...).  New shapes are read off the labels: a dimension keeps
-the indices whose atoms survive, so no shape inference is needed.
+whose op has a ``rewrite`` half in the rule table (the analysis's extra rules first) gets its
+non-tensor arguments updated (a view's sizes, a depthwise conv's ``groups``...).  New shapes are
+read off the labels: a dimension keeps the indices whose atoms survive, so no shape inference is
+needed.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def apply(gm: fx.GraphModule, analysis: Analysis, removed_atom: np.ndarray) -> f
     for node in pruned.graph.nodes:
         if node.op != "call_function":
             continue
-        rule = find_rule(node)
+        rule = find_rule(node, analysis.rules)
         if rule is not None and rule.rewrite is not None:
             rule.rewrite(rw, node)
     pruned.recompile()
