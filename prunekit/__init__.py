@@ -2,8 +2,9 @@
 from .errors import PruneKitError
 from .spec import Spec, parse_spec
 from .pipeline import PruneResult, prune, prune_to_dir
+from .ruleset import Rule, RuleSet
 
-__all__ = ["PruneKitError", "Spec", "parse_spec", "PruneResult", "prune", "prune_to_dir"]
+__all__ = ["PruneKitError", "Spec", "parse_spec", "PruneResult", "prune", "prune_to_dir", "Rule", "RuleSet"]
 __version__ = "0.1.0"
 from .rebuild import load_pruned  # noqa: E402
 

@@ -32,6 +32,7 @@ from .rebuild import frozen_tensors
 from .registry import get_architecture
 from .report import LayerChange, PruneReport
 from .resolve import analyse
+from .ruleset import RulesArg, RuleSet, extra_rules
 from .spec import Spec, parse_spec
 from .surgery import Rewriter, apply, removed_atoms
 from .trace import capture, humanize_symbols, symbol_names
@@ -114,16 +115,17 @@ def _tensors(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
 
 
 def _run(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
-         out_dir: Path | None) -> PruneResult:
+         out_dir: Path | None, rules: RulesArg = None) -> PruneResult:
+    extra = extra_rules(rules)  # a malformed rules= fails here, before any work
     with warnings.catch_warnings():
         # torch's export/deepcopy machinery warns about its own internals; our report says what matters
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
-        return _run_stages(model, spec, inputs, progress, out_dir)
+        return _run_stages(model, spec, inputs, progress, out_dir, rules=extra)
 
 
 def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
-                out_dir: Path | None) -> PruneResult:
+                out_dir: Path | None, *, rules: RuleSet | None = None) -> PruneResult:
     report = PruneReport(input_format="", output_format="")
     prog = _Progress(progress, report)
 
@@ -144,21 +146,21 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     report.warnings.extend(humanize_symbols(w, names) for w in cap.warnings)
 
     try:
-        return _after_capture(loaded, cap, spec, sigs, prog, report, out_fmt, out_dir)
+        return _after_capture(loaded, cap, spec, sigs, prog, report, out_fmt, out_dir, rules=rules)
     except PruneKitError as exc:  # speak of the user's dims ("batch"), not torch's symbols ("s22")
         exc.args = (humanize_symbols(str(exc), names),)
         raise
 
 
 def _after_capture(loaded: LoadedModel, cap, spec: Spec, sigs, prog: "_Progress", report: PruneReport,
-                   out_fmt: str, out_dir: Path | None) -> PruneResult:
+                   out_fmt: str, out_dir: Path | None, *, rules: RuleSet | None = None) -> PruneResult:
     gm = cap.gm
     example2 = sample_inputs(sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
 
     prog.start("analyse", "finding coupled channels")
     eager = out_fmt == "state_dict" and out_dir is not None  # the architecture's own forward will run it
     frozen = frozen_tensors(loaded.module) if eager and isinstance(loaded.module, nn.Module) and not isinstance(loaded.module, torch.jit.ScriptModule) else {}
-    analysis = analyse(gm, cap.example, example2, frozen=frozen, eager=eager)
+    analysis = analyse(gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules)
     report.barriers = [{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers]
     for op in sorted({b.op for b in analysis.barriers}):
         report.warnings.append(f"channels stop at {op}: no channel rule (they are kept)")
@@ -270,18 +272,22 @@ def _remove(artifacts: dict[str, Path]) -> None:
 
 
 def prune(model: Any, spec: "Spec | dict | str | Path", *, inputs: "str | Path | None" = None,
-          progress: ProgressCallback | None = None) -> PruneResult:
+          progress: ProgressCallback | None = None, rules: RulesArg = None) -> PruneResult:
     """Prune ``model`` (a file path, bytes, an ``nn.Module`` or a ``ScriptModule``) following ``spec``.
 
     Returns the pruned, checked model (a ``torch.fx.GraphModule``) and its report; writes nothing.
     Raises :class:`prunekit.PruneKitError` subclasses for anything the caller can fix.
+    ``rules`` teaches the analysis ops it has no rule for (a :class:`prunekit.RuleSet` or a dict
+    ``{op: prunekit.Rule}``, or a list of them); they win over the built-in rules for their ops.
     """
-    return _run(model, parse_spec(spec), Path(inputs) if inputs else None, progress, None)
+    return _run(model, parse_spec(spec), Path(inputs) if inputs else None, progress, None, rules)
 
 
 def prune_to_dir(model_path: "str | Path", spec: "Spec | dict | str | Path", out_dir: "str | Path", *,
-                 inputs_path: "str | Path | None" = None, progress: ProgressCallback | None = None) -> PruneResult:
+                 inputs_path: "str | Path | None" = None, progress: ProgressCallback | None = None,
+                 rules: RulesArg = None) -> PruneResult:
     """Prune the file at ``model_path`` and write the model, ``report.json`` (and for state-dict
     outputs ``manifest.json``) into ``out_dir``, each file atomically.  ``result.model`` is the
     written model loaded back."""
-    return _run(Path(model_path), parse_spec(spec), Path(inputs_path) if inputs_path else None, progress, Path(out_dir))
+    return _run(Path(model_path), parse_spec(spec), Path(inputs_path) if inputs_path else None, progress, Path(out_dir),
+                rules)
