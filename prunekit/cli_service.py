@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .artifacts import REPORT_NAME
 from .cli import EXIT_ERROR, EXIT_JOB_FAILED, EXIT_OK
+from .job_status import ACTIVE, CANCELLED, FAILED, QUEUED, STATUSES, SUCCEEDED
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -71,12 +73,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("job_id", metavar="ID")
     p.add_argument("-o", "--output", type=Path, required=True, help="a file, or a folder (all artifacts)")
-    p.add_argument("--name", default=None, help="one artifact by name (e.g. report.json)")
+    p.add_argument("--name", default=None, help=f"one artifact by name (e.g. {REPORT_NAME})")
     _client_args(p)
     p.set_defaults(func=cmd_download)
 
     p = subparsers.add_parser("jobs", help="list your jobs", description="List your jobs, newest first.")
-    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--status", choices=list(STATUSES))
     p.add_argument("--limit", type=int, default=20)
     _client_args(p)
     p.set_defaults(func=cmd_jobs)
@@ -124,11 +126,11 @@ def _summary(job: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    colors = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}
+    colors = {SUCCEEDED: "green", FAILED: "red", CANCELLED: "yellow"}
     status = job["status"]
     console.print(f"job [bold]{job['id']}[/bold]: [{colors.get(status, 'cyan')}]{status}[/]")
     prog = job.get("progress") or {}
-    if status in ("queued", "running"):
+    if status in ACTIVE:
         console.print(f"  {prog.get('stage')} {prog.get('percent', 0):.0f}% {prog.get('message') or ''}")
     inp = job["input"]
     console.print(f"  input: {inp.get('filename')} ({inp['format']}, {inp['size']} bytes)")
@@ -156,7 +158,7 @@ def _follow(client: Any, job_id: str, timeout: float | None) -> dict:
 
     with Progress(TextColumn("[bold]{task.fields[stage]:<9}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TextColumn("{task.fields[message]}"), TimeElapsedColumn(), console=_console()) as bar:
-        task = bar.add_task("job", total=100, stage="queued", message="")
+        task = bar.add_task("job", total=100, stage=QUEUED, message="")
 
         def update(job: dict) -> None:
             p = job.get("progress") or {}
@@ -188,7 +190,7 @@ def _finish(job: dict, args: argparse.Namespace) -> int:
         print(json.dumps(job, indent=2))
     else:
         _summary(job)
-    return EXIT_OK if job["status"] in ("succeeded", "queued", "running") else EXIT_JOB_FAILED
+    return EXIT_OK if job["status"] in (SUCCEEDED, *ACTIVE) else EXIT_JOB_FAILED
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -205,7 +207,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 _console().print(f"submitted job [bold]{job['id']}[/bold]")
             if args.wait:
                 job = client.wait(job["id"]) if args.json else _follow(client, job["id"], None)
-                if job["status"] == "succeeded" and args.output:
+                if job["status"] == SUCCEEDED and args.output:
                     for path in _download(client, job["id"], args.output, None):
                         _console().print(f"saved {path}")
             return _finish(job, args)
@@ -231,7 +233,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
             job = client.wait(args.job_id, timeout=args.timeout) if args.json else _follow(
                 client, args.job_id, args.timeout)
             _finish(job, args)
-            return EXIT_OK if job["status"] == "succeeded" else EXIT_JOB_FAILED
+            return EXIT_OK if job["status"] == SUCCEEDED else EXIT_JOB_FAILED
     except (ServiceError, TimeoutError) as exc:
         return _fail(exc)
 

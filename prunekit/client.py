@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-MODEL_ARTIFACTS = ("model.pt", "model.pt2", "state_dict.pt")
+from .artifacts import MODEL_FORMATS
+from .job_status import TERMINAL
 
 
 class ServiceError(Exception):
@@ -159,7 +159,7 @@ class Client:
         where the server's file name is used); verifies its SHA-256.  Returns the path."""
         arts = self.artifacts(job_id)
         if name is None:
-            meta = next((a for a in arts if a["name"] in MODEL_ARTIFACTS), None)
+            meta = next((a for a in arts if a["name"] in MODEL_FORMATS), None)
         else:
             meta = next((a for a in arts if a["name"] == name), None)
         if meta is None:

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.store import STATUSES, JobStore
+from worker.store import QUEUED, STATUSES, JobStore
 
 from .queue import JobQueue
 
@@ -44,7 +44,7 @@ class JobCollector(Collector):
         yield hist
 
         depth = GaugeMetricFamily("prunekit_queue_depth", "Jobs waiting for a worker (status queued).")
-        depth.add_metric([], counts.get("queued", 0))
+        depth.add_metric([], counts.get(QUEUED, 0))
         yield depth
 
         try:

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from prunekit.job_status import JobStatus
+
 ModelFormat = Literal["torchscript", "export", "state_dict"]
 
 

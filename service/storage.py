@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
+from prunekit.artifacts import MODEL_FORMATS
 from worker.layout import Layout
-from worker.runner import MODEL_ARTIFACTS
 
 from .uploads import ReceivedFile
 
@@ -46,7 +46,7 @@ def download_filename(upload_filename: str | None, artifact: str) -> str:
     """``resnet.pt`` + ``model.pt`` → ``resnet-pruned.pt``; other artifacts keep their role:
     ``resnet-pruned-manifest.json``, ``resnet-pruned-report.json``."""
     stem = original_stem(upload_filename) + "-pruned"
-    if artifact in MODEL_ARTIFACTS:
+    if artifact in MODEL_FORMATS:
         return stem + Path(artifact).suffix
     return f"{stem}-{artifact}"
 

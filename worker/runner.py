@@ -28,13 +28,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from prunekit.artifacts import ARTIFACT_ORDER, MODEL_FORMATS
+
 from .layout import Layout
 from .settings import WorkerSettings
-from .store import CANCELLED, JobStore
+from .store import CANCELLED, SUCCEEDED, TERMINAL, JobStore
 
 log = logging.getLogger(__name__)
 
-MODEL_ARTIFACTS = {"model.pt": "torchscript", "model.pt2": "export", "state_dict.pt": "state_dict"}
 TIME_LIMIT = "time_limit"
 INTERNAL_ERROR = "internal_error"
 
@@ -149,7 +150,7 @@ def summarize_report(report: dict, artifacts: list[dict]) -> dict:
     """The job ``result``: the headline numbers of the engine's report (the full report is the
     ``report.json`` artifact)."""
     names = [a["name"] for a in artifacts]
-    fmt = next((MODEL_ARTIFACTS[n] for n in names if n in MODEL_ARTIFACTS), None)
+    fmt = next((MODEL_FORMATS[n] for n in names if n in MODEL_FORMATS), None)
     check = report.get("check") or {}
     return {
         "output_format": fmt,
@@ -178,7 +179,7 @@ def _collect_artifacts(out_dir: Path, engine_artifacts: dict) -> list[dict]:
         if p.is_file() and p.resolve().parent != out_dir.resolve():
             shutil.copy2(p, out_dir / p.name)
     files = sorted(p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    order = {n: i for i, n in enumerate([*MODEL_ARTIFACTS, "manifest.json", "report.json"])}
+    order = {n: i for i, n in enumerate(ARTIFACT_ORDER)}
     files.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
     return [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
 
@@ -247,7 +248,7 @@ def run_job(
             summary = summarize_report(report, artifacts)
             summary["stages"] = progress.stages_seen
             summary["stage_seconds"] = progress.timings()
-            if not any(a["name"] in MODEL_ARTIFACTS for a in artifacts):
+            if not any(a["name"] in MODEL_FORMATS for a in artifacts):
                 return fail(INTERNAL_ERROR, "the engine finished without writing a model artifact")
             # Still ours?  A fresh heartbeat also keeps any redelivery from claiming it meanwhile.
             if not store.heartbeat(job_id, attempt):
@@ -262,7 +263,7 @@ def run_job(
                 shutil.rmtree(final, ignore_errors=True)
                 raise JobCancelled()
             log.info("job %s attempt %d succeeded", job_id, attempt)
-            return "succeeded"
+            return SUCCEEDED
     except JobCancelled:
         status = store.status_of(job_id)
         log.info("job %s attempt %d stopped: job is now %s", job_id, attempt, status)
@@ -288,7 +289,7 @@ def run_job(
         return fail(INTERNAL_ERROR, one_line(f"unexpected {type(exc).__name__} while pruning: {text}"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if store.status_of(job_id) in ("succeeded", "failed", "cancelled"):
+        if store.status_of(job_id) in TERMINAL:
             # Finished: the upload and any scratch left by earlier, killed attempts can go.
             shutil.rmtree(layout.work_dir(job_id), ignore_errors=True)
             shutil.rmtree(upload_dir, ignore_errors=True)

@@ -51,12 +51,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-log = logging.getLogger(__name__)
+# The statuses are the service's public contract, defined once in the engine package (the client
+# reads them too); re-exported here for the store's importers.
+from prunekit.job_status import ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, STATUSES, SUCCEEDED, TERMINAL
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-ACTIVE = (QUEUED, RUNNING)
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+log = logging.getLogger(__name__)
 
 WORKER_LOST = "worker_lost"
 

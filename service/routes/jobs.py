@@ -16,7 +16,7 @@ from prunekit.errors import InvalidModelFile, InvalidSpec, UnknownArchitecture
 from prunekit.registry import get_architecture, list_architectures
 from prunekit.spec import Spec, parse_spec
 from worker.layout import Layout
-from worker.store import ACTIVE, Job, JobStore
+from worker.store import ACTIVE, CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 
 from .. import schemas
 from ..auth import tenant_for
@@ -85,10 +85,10 @@ def job_view(request: Request, job: Job) -> schemas.Job:
     inp = job.input
     inputs = inp.get("inputs")
     error = None
-    if job.error_code and job.status in ("failed", "cancelled"):
+    if job.error_code and job.status in (FAILED, CANCELLED):
         error = schemas.JobError(code=job.error_code, message=job.error_message or job.error_code)
     links = {"self": f"/v1/jobs/{job.id}"}
-    if job.status == "succeeded":
+    if job.status == SUCCEEDED:
         links["artifacts"] = f"/v1/jobs/{job.id}/artifacts"
     return schemas.Job(
         id=job.id,
@@ -111,7 +111,7 @@ def job_view(request: Request, job: Job) -> schemas.Job:
             inputs=schemas.InputsFile(**{k: inputs[k] for k in ("filename", "size", "sha256")}) if inputs else None,
         ),
         spec=job.spec,
-        result=schemas.JobResult.model_validate(job.result) if job.result and job.status == "succeeded" else None,
+        result=schemas.JobResult.model_validate(job.result) if job.result and job.status == SUCCEEDED else None,
         error=error,
         links=links,
     )
@@ -329,7 +329,7 @@ def get_job(request: Request, job_id: str, tenant: Tenant) -> schemas.Job:
 
 
 def _artifacts_of(request: Request, job: Job) -> list[schemas.Artifact]:
-    if job.status != "succeeded":
+    if job.status != SUCCEEDED:
         raise ApiError(409, "no_artifacts", f"the job is {job.status}: artifacts exist only for succeeded jobs")
     out = []
     for a in job.artifacts or []:
@@ -367,7 +367,7 @@ def list_artifacts(request: Request, job_id: str, tenant: Tenant) -> schemas.Art
 )
 def download_artifact(request: Request, job_id: str, name: str, tenant: Tenant) -> FileResponse:
     job = _get_job(request, job_id, tenant)
-    if job.status != "succeeded":
+    if job.status != SUCCEEDED:
         raise ApiError(409, "no_artifacts", f"the job is {job.status}: artifacts exist only for succeeded jobs")
     meta = next((a for a in job.artifacts or [] if a["name"] == name), None)
     if meta is None:  # only names the worker recorded: no path ever comes from the client
