@@ -64,7 +64,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from .errors import PruneKitError
-    from .export import ARTIFACT_NAMES, MANIFEST_NAME
+    from .artifacts import ARTIFACT_NAMES, MANIFEST_NAME, REPORT_NAME
     from .pipeline import prune_to_dir
 
     console = Console(stderr=True)
@@ -90,7 +90,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(model_file), out)
         report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
-        shutil.move(str(work / "report.json"), report_path)
+        shutil.move(str(work / REPORT_NAME), report_path)
         extra = ""
         if (work / MANIFEST_NAME).exists():
             manifest = out.with_name(out.stem + ".manifest.json")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidSpec
 
-DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+# The dtypes an example input may have, by their torch names (``torch.float32`` ...): the one list
+# the spec validates against and :mod:`prunekit.io.inputs` maps to torch dtypes.
+DType = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"]
+DTYPES: tuple[str, ...] = get_args(DType)
 
 
 class InputSpec(BaseModel):
@@ -28,7 +31,7 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shape: list[int] = Field(min_length=1, description="Shape with the batch dimension first.")
-    dtype: Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"] = "float32"
+    dtype: DType = "float32"
     low: int = Field(0, description="Smallest value drawn for integer inputs.")
     high: int = Field(2, description="One past the largest value drawn for integer inputs.")
 
