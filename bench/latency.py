@@ -44,9 +44,9 @@ def macs(model, x) -> int:
 def bench_model(name: str, ratios: list[float], batches: list[int], scale: float) -> dict:
     import prunekit
     from bench._torchvision_shim import torchvision
-    from prunekit.inputs import from_specs
-    from prunekit.loading import LoadedModel
-    from prunekit.trace import capture
+    from prunekit.io.inputs import from_specs
+    from prunekit.io.loading import LoadedModel
+    from prunekit.capture import capture
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()

@@ -128,9 +128,9 @@ def main() -> None:
         })
         # the unpruned model through the same capture, for a like-for-like baseline
         try:
-            from prunekit.inputs import from_specs
-            from prunekit.loading import LoadedModel, load_model
-            from prunekit.trace import capture
+            from prunekit.io.inputs import from_specs
+            from prunekit.io.loading import LoadedModel, load_model
+            from prunekit.capture import capture
 
             loaded = load_model(ts_path) if upload == "torchscript" else LoadedModel(
                 "state_dict", 0, module=model, param_names={n for n, _ in model.named_parameters()})

@@ -6,7 +6,7 @@ from .ruleset import Rule, RuleSet
 
 __all__ = ["PruneKitError", "Spec", "parse_spec", "PruneResult", "prune", "prune_to_dir", "Rule", "RuleSet"]
 __version__ = "0.1.0"
-from .rebuild import load_pruned  # noqa: E402
+from .io.rebuild import load_pruned  # noqa: E402
 
 __all__ += ["load_pruned", "Client", "ServiceError"]
 

@@ -20,22 +20,22 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from . import check as check_mod
-from . import export as export_mod
+from .verify import check as check_mod
+from .io import export as export_mod
 from .errors import ExportFailed, InvalidSpec, PruneKitError, first_line
-from .inputs import InputSignature, from_safetensors, from_specs, sample_inputs
-from .loading import LoadedModel, load_model
+from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
+from .io.loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
-from .mock import masked_original
+from .verify.masked import masked_original
 from .rank import plan as make_plan
-from .rebuild import frozen_tensors
+from .io.rebuild import frozen_tensors
 from .registry import get_architecture
 from .report import LayerChange, PruneReport
 from .resolve import analyse
 from .ruleset import RulesArg, RuleSet, extra_rules
 from .spec import Spec, parse_spec
 from .surgery import Rewriter, apply, removed_atoms
-from .trace import capture, humanize_symbols, symbol_names
+from .capture import capture, humanize_symbols, symbol_names
 
 ProgressCallback = Callable[[str, float, str], None]
 """``(stage, fraction, message)``: ``fraction`` is the overall progress, from 0 to 1."""

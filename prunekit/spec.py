@@ -96,7 +96,7 @@ class Spec(BaseModel):
     @field_validator("inputs")
     @classmethod
     def _bounded(cls, inputs: list[InputSpec]) -> list[InputSpec]:
-        from .inputs import check_example_size
+        from .io.inputs import check_example_size
 
         check_example_size([tuple(i.shape) for i in inputs], as_value_error=True)
         return inputs

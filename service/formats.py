@@ -1,6 +1,6 @@
 """What kind of model file an upload is, decided from its bytes before a job is queued.
 
-The engine owns the rules (:mod:`prunekit.formats`); this module adapts them to what the API
+The engine owns the rules (:mod:`prunekit.io.formats`); this module adapts them to what the API
 needs: the format name, whether a state-dict is safetensors (for naming the stored file), and a
 check that the optional example-inputs upload is a well-formed safetensors file.  Nothing here
 unpickles or executes anything: zip archives are inspected through their member list, pickles
@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from prunekit import formats as engine_formats
+from prunekit.io import formats as engine_formats
 from prunekit.errors import InvalidModelFile
 
 TORCHSCRIPT, EXPORT, STATE_DICT = "torchscript", "export", "state_dict"

@@ -14,7 +14,7 @@ import prunekit
 from prunekit.errors import (
     CaptureFailed, InvalidModelFile, InvalidSpec, StateDictMismatch, UnknownArchitecture, UnsafeModelFile,
 )
-from prunekit.formats import detect_format
+from prunekit.io.formats import detect_format
 from prunekit.registry import build
 
 from helpers import save_model
@@ -115,7 +115,7 @@ def test_invalid_specs_name_the_field(spec, path):
 def test_spec_that_would_remove_everything_is_refused():
     spec = {"channels": [{"param": "fc1.weight", "channels": list(range(256))}], "inputs": [{"shape": [1, 128]}]}
     with pytest.raises(InvalidSpec, match="every channel"):
-        prunekit.prune(build("zoo:custom_layer_seed002"), spec)
+        prunekit.prune(build("zoo:custom_scale_layer"), spec)
 
 
 def test_model_that_cannot_be_captured():

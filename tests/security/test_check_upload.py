@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 
 import prunekit
-from prunekit.check import compare_with_upload
+from prunekit.verify.check import compare_with_upload
 from prunekit.errors import CaptureFailed, CheckFailed
-from prunekit.inputs import from_specs
+from prunekit.io.inputs import from_specs
 
 
 class AlwaysRaises(nn.Module):

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunekit.loading import load_model
+from prunekit.io.loading import load_model
 
 
 class DictOut(nn.Module):
@@ -56,6 +56,23 @@ class PunctuatedKeys(nn.Module):
         return self.ops["op#1=a|b->c"](self.ops["conv(3x3)"](x))
 
 
+class HalfHeight(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x[:, :, : x.shape[2] // 2])
+
+
+def _derived_dims(path: Path) -> Path:  # range constraints keyed by an expression ("2*s39")
+    h = torch.export.Dim("h", min=4, max=256)
+    ep = torch.export.export(HalfHeight().eval(), (torch.randn(2, 3, 16, 16),),
+                             dynamic_shapes=({2: 2 * h},), strict=False)
+    torch.export.save(ep, str(path))
+    return path
+
+
 class NamesSave(nn.Module):
     """A submodule called ``save`` and a mode string ``"save"``: names, not the ``aten::save`` op."""
 
@@ -81,6 +98,7 @@ CASES = {
     "dict_input": lambda p: _pt2(DictIn(), ({"image": torch.randn(2, 3, 8, 8)},), p / "b.pt2"),
     "keyword_input": lambda p: _pt2(DictOut(), (), p / "c.pt2", kwargs={"x": torch.randn(2, 3, 8, 8)}),
     "mask_and_shift_ops": lambda p: _pt2(Masks(), (torch.randn(2, 8),), p / "d.pt2"),
+    "derived_dims": lambda p: _derived_dims(p / "h.pt2"),
     "punctuated_module_keys": lambda p: _pt2(PunctuatedKeys(), (torch.randn(2, 3, 8, 8),), p / "e.pt2"),
     "ts_traced_names_save": lambda p: _ts(torch.jit.trace(NamesSave().eval(), torch.randn(2, 8)), p / "f.pt"),
     "ts_scripted_names_save": lambda p: _ts(torch.jit.script(NamesSave().eval()), p / "g.pt"),

@@ -17,7 +17,7 @@ import torch
 
 import prunekit
 from prunekit.errors import InvalidSpec, LimitExceeded
-from prunekit.loading import load_model
+from prunekit.io.loading import load_model
 
 from crafted import SPEC, honest_ts
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from prunekit.errors import UnsafeModelFile
-from prunekit.loading import load_model
+from prunekit.io.loading import load_model
 
 
 class RunsACommand:

@@ -15,7 +15,7 @@ import pytest
 
 import prunekit
 from prunekit.errors import UnsafeModelFile
-from prunekit.loading import load_model
+from prunekit.io.loading import load_model
 
 from crafted import SPEC, edit_model_json, honest_pt2, pt2_payloads
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.inputs import from_specs
-from prunekit.loading import LoadedModel
-from prunekit.trace import capture, humanize_symbols, symbol_names
+from prunekit.io.inputs import from_specs
+from prunekit.io.loading import LoadedModel
+from prunekit.capture import capture, humanize_symbols, symbol_names
 
 from crafted import Small
 

@@ -16,8 +16,8 @@ import torch
 
 import prunekit
 from prunekit.errors import UnsafeModelFile
-from prunekit.loading import load_model
-from prunekit.safety.ts_audit import audit_torchscript_module
+from prunekit.io.loading import load_model
+from prunekit.io.safety.ts_audit import audit_torchscript_module
 
 from crafted import SPEC, edit_ts_source, honest_ts, ts_payloads
 

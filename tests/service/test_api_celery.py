@@ -102,7 +102,7 @@ def test_state_dict_job_gives_state_dict_manifest_and_loadable_model(stack: Stac
         resp = c.get(arts[name]["url"])
         assert resp.status_code == 200
         (tmp_path / name).write_bytes(resp.content)
-    load_pruned = getattr(prunekit, "load_pruned", None) or importlib.import_module("prunekit.rebuild").load_pruned
+    load_pruned = getattr(prunekit, "load_pruned", None) or importlib.import_module("prunekit.io.rebuild").load_pruned
     model = load_pruned("zoo:resnet_mini", tmp_path / "state_dict.pt", tmp_path / "manifest.json")
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     assert _params(model) == done["result"]["params"]["after"] < done["result"]["params"]["before"]

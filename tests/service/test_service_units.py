@@ -298,7 +298,7 @@ def test_submit_inputs_rule_is_the_engines(tmp_path: Path, models: Models, pt2_a
     """Every combination of format, architecture, spec inputs and inputs file: the API refuses
     for want of inputs exactly when the engine's own input resolution would."""
     from prunekit.errors import InvalidSpec
-    from prunekit.loading import load_model
+    from prunekit.io.loading import load_model
     from prunekit.pipeline import _signatures
     from prunekit.spec import parse_spec
     from service.errors import ApiError

@@ -30,8 +30,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from ..errors import InvalidModelFile, UnsafeModelFile
-from ..limits import Limits
+from ...errors import InvalidModelFile, UnsafeModelFile
+from ...limits import Limits
 from .op_policy import check_target
 from .sym_grammar import SYMBOL_NAME, Refused, check_guard, check_sym_expr
 from .zip_limits import check_zip, read_member
@@ -135,8 +135,11 @@ class _Walker:
 
     def ranges(self, obj: dict) -> None:
         for name, bounds in obj.items():
-            if not SYMBOL_NAME.fullmatch(name):
-                raise Refused(f"range constraint for {name[:40]!r}, which is not a symbol name")
+            if not SYMBOL_NAME.fullmatch(name):  # a derived dim's key is an expression: 2*s39
+                try:
+                    check_sym_expr(name, "a range constraint's key")
+                except Refused:
+                    raise Refused(f"range constraint for {name[:40]!r}, which is neither a symbol nor a size expression") from None
             if not isinstance(bounds, dict):
                 raise Refused("a range constraint is not a mapping")
             for k, v in bounds.items():

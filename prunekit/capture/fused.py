@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .check import same_outputs
+from ..verify.check import same_outputs
 
 aten = torch.ops.aten
 

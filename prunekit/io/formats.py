@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
-from .errors import InvalidModelFile
+from ..errors import InvalidModelFile
 
 ModelFormat = Literal["torchscript", "export", "state_dict"]
 

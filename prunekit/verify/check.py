@@ -18,8 +18,8 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from .errors import CheckFailed, first_line
-from .inputs import InputSignature, sample_inputs
+from ..errors import CheckFailed, first_line
+from ..io.inputs import InputSignature, sample_inputs
 
 
 @dataclass

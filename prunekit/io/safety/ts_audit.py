@@ -20,8 +20,8 @@ import ast
 import zipfile
 from pathlib import Path
 
-from ..errors import InvalidModelFile, LimitExceeded, UnsafeModelFile
-from ..limits import Limits
+from ...errors import InvalidModelFile, LimitExceeded, UnsafeModelFile
+from ...limits import Limits
 from .op_policy import check_op, denied_names
 from .zip_limits import check_zip, read_member
 

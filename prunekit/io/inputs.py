@@ -13,9 +13,9 @@ import torch
 
 import math
 
-from .errors import InvalidSpec, LimitExceeded
-from .limits import current as current_limits
-from .spec import InputSpec
+from ..errors import InvalidSpec, LimitExceeded
+from ..limits import current as current_limits
+from ..spec import InputSpec
 
 _DTYPES = {
     "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from ..errors import InvalidModelFile, LimitExceeded
-from ..limits import Limits
+from ...errors import InvalidModelFile, LimitExceeded
+from ...limits import Limits
 
 _SMALL = 1 << 20  # members below 1 MiB may compress as well as they like (JSON, code, zeros)
 _READABLE = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .errors import InvalidModelFile, InvalidSpec, StateDictMismatch, UnsafeModelFile, first_line
+from ..errors import InvalidModelFile, InvalidSpec, StateDictMismatch, UnsafeModelFile, first_line
 from .formats import ModelFormat, detect_format
-from .limits import Limits, current as current_limits
-from .registry import get_architecture
-from .torch_compat import untrusted_unpickling
+from ..limits import Limits, current as current_limits
+from ..registry import get_architecture
+from ..torch_compat import untrusted_unpickling
 from .safety import audit_export_archive, audit_torchscript_archive, audit_torchscript_module, check_zip
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .registry import build
+from ..registry import build
 
 MANIFEST_FORMAT = "prunekit.state_dict/1"
 
@@ -70,7 +70,7 @@ def _fix_attributes(model: nn.Module, before: dict[str, dict]) -> None:
         elif isinstance(m, nn.PReLU):
             m.num_parameters = m.weight.numel()
         elif isinstance(m, nn.RNNBase):
-            from .recurrent_native import fix_rnn_attributes
+            from ..recurrent_native import fix_rnn_attributes
 
             fix_rnn_attributes(m)
 

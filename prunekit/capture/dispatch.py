@@ -1,0 +1,92 @@
+"""Capture a loaded model as one ATen-level ``torch.fx`` graph with a dynamic batch dimension.
+
+Everything downstream (analysis, masking, surgery, export) works on the ``GraphModule`` that
+``ExportedProgram.module()`` returns: parameters appear as ``get_attr`` nodes named by their
+fully-qualified names, which is exactly what specs refer to.
+
+* eager modules (state-dict uploads): ``torch.export.export(strict=False)`` (``export_program``);
+* TorchScript: ``TS2EPConverter`` (``torchscript``); params arrive as buffers and are turned
+  back into parameters so parameter counts stay meaningful (``passes``);
+* ``.pt2``: used as stored (re-exported with a dynamic batch when it was saved static).
+
+Fused transformer kernels that eval-mode tracing records are then opened up (``fused``).
+
+The example batch is 2: a batch of 1 makes export specialise the batch dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from ..errors import CaptureFailed
+from ..io.inputs import InputSignature, sample_inputs
+from ..io.loading import LoadedModel
+from .export_program import (batch_is_dynamic, check_inputs_fit_program, export_eager, fit_example_to_program,
+                             relax_batch)
+from .fused import open_fused_ops
+from .passes import fold_scalar_arithmetic, map_lifted_constants, promote_to_parameters, strip_runtime_guards
+from .torchscript import convert_torchscript
+from .upload import probe_upload, upload_fixed_batch, upload_runner
+
+
+CAPTURE_BATCH = 2
+
+
+@dataclass
+class Captured:
+    gm: fx.GraphModule
+    example: tuple[torch.Tensor, ...]
+    dynamic_batch: bool
+    warnings: list[str] = field(default_factory=list)
+    upload: object = None            # the model as uploaded, callable (see upload_runner)
+    upload_batch: int | None = None  # the one batch size the upload takes (None: any)
+
+
+def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:
+    """Return the model as a ``GraphModule`` plus the example it was captured with."""
+    notes: list[str] = []
+    example = sample_inputs(sigs, CAPTURE_BATCH, seed)
+    own_batch = sigs[0].shape[0] if sigs else CAPTURE_BATCH
+    if loaded.program is not None:
+        check_inputs_fit_program(loaded.program, sigs)
+        example = fit_example_to_program(loaded.program, example)
+    upload = upload_runner(loaded)
+    example = probe_upload(upload, sigs, seed, own_batch, example)
+    if loaded.format == "state_dict":
+        try:
+            ep, dynamic = export_eager(loaded.module, example, notes)
+        except CaptureFailed:
+            if own_batch == example[0].shape[0]:
+                raise
+            # a model written for one batch size (``x.view(1, -1)``) exports only at that size
+            example = sample_inputs(sigs, own_batch, seed)
+            ep, dynamic = export_eager(loaded.module, example, notes)
+    elif loaded.format == "torchscript":
+        ep, example = convert_torchscript(loaded.module, sigs, seed, own_batch, example, notes)
+        dynamic = batch_is_dynamic(ep)
+        if not dynamic:
+            notes.append("the TorchScript model specialises its batch size; the pruned model keeps it")
+    else:
+        ep = loaded.program
+        dynamic = batch_is_dynamic(ep)
+        example = sample_inputs(sigs, CAPTURE_BATCH, seed)  # the probe ran it fitted to the program
+        if not dynamic:
+            relaxed = relax_batch(ep, example)
+            if relaxed is not None:
+                ep, dynamic = relaxed, True
+                notes.append("the export archive had a fixed batch size; its batch dimension was made dynamic")
+            else:
+                notes.append("the export archive has a fixed batch size; the pruned model keeps it")
+        example = fit_example_to_program(ep, example)
+    ep = open_fused_ops(ep, example, notes)
+    gm = ep.module()
+    strip_runtime_guards(gm)
+    if loaded.format == "torchscript":
+        promote_to_parameters(gm, loaded.param_names)
+        map_lifted_constants(gm, dict(loaded.module.named_parameters()))
+        fold_scalar_arithmetic(gm)
+    return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes, upload=upload,
+                    upload_batch=upload_fixed_batch(loaded))

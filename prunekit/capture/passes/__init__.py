@@ -1,0 +1,20 @@
+"""Graph passes applied to a captured graph, one small pass per module, each from graph to graph.
+
+=========================== ====================================================================
+pass                        what it fixes
+=========================== ====================================================================
+``strip_runtime_guards``    export's input guards and size assertions, which pin the captured
+                            widths and would fire once channels are removed
+``fold_scalar_arithmetic``  TS2EP's tensorised size arithmetic (``scalar_tensor(size) * c``,
+                            ``.item()``), back to integer arithmetic on sizes
+``promote_parameters``      TS2EP's parameters lifted as buffers, back to parameters
+``map_lifted_constants``    TS2EP's anonymous lifted constants, back to their parameter names
+=========================== ====================================================================
+"""
+
+from .fold_scalar_arithmetic import fold_scalar_arithmetic
+from .map_lifted_constants import map_lifted_constants
+from .promote_parameters import owner_of, promote_to_parameters
+from .strip_runtime_guards import strip_runtime_guards
+
+__all__ = ["fold_scalar_arithmetic", "map_lifted_constants", "owner_of", "promote_to_parameters", "strip_runtime_guards"]

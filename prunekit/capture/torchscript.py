@@ -1,0 +1,69 @@
+"""Capture through TS2EPConverter: TorchScript uploads, traced or scripted.
+
+The converter is given the example at the capture batch (batch 1 would specialise the program),
+then at the model's own batch if it was traced with its batch baked in.  Size arithmetic is
+folded before the converter retraces, and a model that takes sizes modulo something is
+retraced with only the batch dynamic (see :func:`ts_to_export`).
+"""
+
+from __future__ import annotations
+
+import operator
+
+from ..errors import CaptureFailed, first_line
+from ..io.inputs import sample_inputs
+from ..torch_compat import batch_only_retrace
+from .passes import fold_scalar_arithmetic
+from .quiet import quiet
+
+
+# Converter failures whose cause users can act on: a fragment of the error → what to do.
+CONVERTER_HINTS = {
+    "_nested_tensor_from_mask": (
+        "The trace took nn.TransformerEncoder's nested-tensor fast path (a padding mask in inference "
+        "mode); trace it with enable_nested_tensor=False, or upload a state-dict or torch.export archive"
+    ),
+}
+
+
+_PADDING_NOTE = ("the TorchScript model computes paddings from its input sizes; "
+                 "the pruned model keeps the example's sizes except the batch")
+
+
+def ts_to_export(ts, example: tuple, notes: list[str]):
+    """TS2EPConverter, with tensorised size arithmetic folded before the converter retraces.
+
+    The converter retraces with every dimension dynamic, which keeps sequence lengths and image
+    sizes free.  A model that takes its sizes modulo something (Swin's window padding,
+    ``(7 - W % 7) % 7``) sends the symbolic-shape solver into minutes of work over ``Mod``
+    expressions; such a model is retraced with only the batch dimension dynamic instead.
+    """
+    from torch._export.converter import TS2EPConverter
+
+    class SizeFoldingConverter(TS2EPConverter):  # the hook torch_compat.TS2EP_RETRACE_HOOK checks
+        def retrace_as_exported_program(self, gm, name_to_constant):
+            fold_scalar_arithmetic(gm)
+            if not any(n.target is operator.mod for n in gm.graph.nodes):  # only folds still in use
+                return super().retrace_as_exported_program(gm, name_to_constant)
+            if _PADDING_NOTE not in notes:  # once, however many conversion attempts
+                notes.append(_PADDING_NOTE)
+            with batch_only_retrace():
+                return super().retrace_as_exported_program(gm, name_to_constant)
+
+    return SizeFoldingConverter(ts, example).convert()
+
+
+def convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):
+    """TS2EP at batch 2 (batch 1 would specialise the program); a model traced with its batch
+    size baked in converts only at that size, so that is tried next."""
+    attempts = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != example[0].shape[0] else [])
+    error: BaseException | None = None
+    for ex in attempts:
+        try:
+            with quiet():
+                return ts_to_export(ts, ex, notes), ex
+        except Exception as exc:
+            error = error or exc
+    message = f"the TorchScript model could not be converted to a graph: {first_line(error, with_type=True)}"
+    hint = next((h for key, h in CONVERTER_HINTS.items() if key in str(error)), None)
+    raise CaptureFailed(f"{message}. {hint}" if hint else message) from None
