@@ -24,14 +24,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..artifacts import ARTIFACT_NAMES, MANIFEST_NAME
 from ..errors import ExportFailed, first_line
 from .rebuild import MANIFEST_FORMAT, rebuild
 from ..registry import build
 from ..capture.export_program import dynamic_shapes as _dynamic_shapes
 from ..capture.quiet import quiet as _quiet
-
-ARTIFACT_NAMES = {"torchscript": "model.pt", "export": "model.pt2", "state_dict": "state_dict.pt"}
-MANIFEST_NAME = "manifest.json"
 
 
 @contextlib.contextmanager

@@ -15,12 +15,9 @@ import math
 
 from ..errors import InvalidSpec, LimitExceeded
 from ..limits import current as current_limits
-from ..spec import InputSpec
+from ..spec import DTYPES, InputSpec
 
-_DTYPES = {
-    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-    "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
-}
+_DTYPES = {name: getattr(torch, name) for name in DTYPES}  # "float32" → torch.float32, ...
 
 
 @dataclass(frozen=True)
