@@ -1,8 +1,8 @@
 """PruneKit: structured pruning for PyTorch models."""
 from .errors import PruneKitError
 from .spec import Spec, parse_spec
-from .pipeline import PruneResult, prune, prune_to_dir
-from .ruleset import Rule, RuleSet
+from .api import PruneResult, prune, prune_to_dir
+from .analysis.ruleset import Rule, RuleSet
 
 __all__ = ["PruneKitError", "Spec", "parse_spec", "PruneResult", "prune", "prune_to_dir", "Rule", "RuleSet"]
 __version__ = "0.1.0"

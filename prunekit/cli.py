@@ -65,7 +65,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     from .errors import PruneKitError
     from .artifacts import ARTIFACT_NAMES, MANIFEST_NAME, REPORT_NAME
-    from .pipeline import prune_to_dir
+    from .api import prune_to_dir
 
     console = Console(stderr=True)
     try:

@@ -8,8 +8,10 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .gates import GATES_BY_OP
+
 aten = torch.ops.aten
-_GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
+_GATES = {op: g for op, g in GATES_BY_OP.items() if not op.endswith("_cell")}
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import prunekit
-from prunekit import registry, ruleset
+from prunekit import registry
+from prunekit.analysis import ruleset
 from prunekit.errors import CheckFailed, InvalidRule, PruneKitError
 
 
@@ -118,7 +119,7 @@ def test_a_wrong_custom_rule_is_caught_by_the_check(no_plugins):
 def test_extra_rules_win_over_builtin_ones(no_plugins):
     """An extra rule for an ATen op replaces the built-in one: a spy that defers to the built-in
     rule sees every relu, and a rule that stops channels there leaves nothing to prune."""
-    from prunekit.rules import elementwise
+    from prunekit.analysis.rules.elementwise import elementwise
 
     seen: list[str] = []
 
@@ -243,7 +244,7 @@ def test_entry_points_load_and_broken_ones_are_skipped(tmp_path, monkeypatch):
 SUBPROCESS = '''\
 import json, sys
 import prunekit
-from prunekit import ruleset
+from prunekit.analysis import ruleset
 
 lazy = ruleset._plugins is None and "pk_scale_ext" not in sys.modules  # nothing read at import
 first = ruleset.plugin_rules()                # reads the group, importing the plugin (and its op)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 import prunekit
 from prunekit.errors import CheckFailed
-from prunekit.rules import RULES, Rule, elementwise
+from prunekit.analysis.rules import RULES, Rule
+from prunekit.analysis.rules.elementwise import elementwise
 
 
 class ConvTranspose(nn.Module):
@@ -274,7 +275,7 @@ def test_progress_goes_through_every_stage(tmp_path):
     prunekit.prune_to_dir(tmp_path / "m.pt", {"ratio": 0.5, "inputs": [{"shape": [1, 3, 16, 16]}]}, tmp_path / "out",
                           progress=lambda s, f, m: seen.append((s, f)))
     stages = [s for s, _ in seen]
-    assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == list(prunekit.pipeline.STAGES)
+    assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == list(prunekit.api.STAGES)
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 

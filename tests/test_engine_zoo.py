@@ -52,7 +52,7 @@ def test_prune_zoo(name, upload, ratio, tmp_path):
     assert not rep.barriers, rep.barriers
     files = {p.name: p for p in result.artifacts.values()}
     assert "report.json" in files
-    model_file = files[prunekit.pipeline.ARTIFACT_NAMES[rep.output_format]]
+    model_file = files[prunekit.api.ARTIFACT_NAMES[rep.output_format]]
     loaded = load_output(model_file, rep.output_format, name, files.get("manifest.json"))
     counted = sum(p.numel() for p in loaded.parameters())
     assert counted == rep.params_after

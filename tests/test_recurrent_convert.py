@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from prunekit.recurrent import (
+from prunekit.interop.recurrent import (
     PrunableGRU,
     PrunableLSTM,
     StackedRNN,

@@ -6,7 +6,7 @@ makes a redelivered message harmless.  The function
 
 * claims the job (idempotent: a finished or cancelled job is left alone, a job still held by a
   live attempt is reported ``busy``, attempts are counted and capped),
-* calls :func:`prunekit.pipeline.prune_to_dir` into a private scratch folder, reporting progress
+* calls :func:`prunekit.api.prune_to_dir` into a private scratch folder, reporting progress
   to the store (throttled) and checking, at every progress call, whether the job was cancelled
   or ran out of time,
 * moves the finished artifacts into place with one atomic rename and records the outcome.
@@ -203,7 +203,7 @@ def run_job(
     ``timeout_exceptions`` are the host's own time-limit exceptions (Celery's soft limit), which
     are recorded like our deadline: code ``time_limit``.
     """
-    from prunekit import pipeline
+    from prunekit import api
     from prunekit.errors import MemoryLimit, PruneKitError, is_out_of_memory
     from prunekit.spec import parse_spec
 
@@ -239,7 +239,7 @@ def run_job(
         with Progress(store, job_id, attempt, settings) as progress:
             progress("load", 0.0, "reading the model")
             spec = parse_spec(job.spec)
-            result = pipeline.prune_to_dir(
+            result = api.prune_to_dir(
                 model_path, spec, out_dir, inputs_path=inputs_path, progress=progress
             )
             progress.check()

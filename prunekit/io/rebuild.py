@@ -70,7 +70,7 @@ def _fix_attributes(model: nn.Module, before: dict[str, dict]) -> None:
         elif isinstance(m, nn.PReLU):
             m.num_parameters = m.weight.numel()
         elif isinstance(m, nn.RNNBase):
-            from ..recurrent_native import fix_rnn_attributes
+            from ..interop.recurrent import fix_rnn_attributes
 
             fix_rnn_attributes(m)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..resolve import Analysis
+from ..analysis.walk import Analysis
 
 aten = torch.ops.aten
 

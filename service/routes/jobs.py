@@ -191,7 +191,7 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
 def _require_example_inputs(spec: Spec, fmt: str) -> None:
     """Refuse, before queueing, a job the engine would fail for want of example inputs.
 
-    Mirrors ``prunekit.pipeline._signatures`` exactly: an inputs file, ``spec.inputs``, or (for
+    Mirrors ``prunekit.api._signatures`` exactly: an inputs file, ``spec.inputs``, or (for
     state-dicts only, the one format whose loaded model knows its architecture) the registered
     architecture's default ``example_inputs``.  A TorchScript or ``.pt2`` upload gets no defaults
     even when the spec names an architecture, and a ``.pt2`` archive's own input signature is not

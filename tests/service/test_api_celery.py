@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prunekit.pipeline import STAGES
+from prunekit.api import STAGES
 from svc_helpers import KEY_A, KEY_B, MAX_UPLOAD, SD_SPEC, SLOW_SPEC, TS_SPEC, Models, Stack, submit, wait_job
 
 pytestmark = pytest.mark.timeout(300)

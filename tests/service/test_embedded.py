@@ -14,7 +14,7 @@ import pytest
 
 from prunekit import cli
 from prunekit.client import Client, ServiceError
-from prunekit.pipeline import STAGES
+from prunekit.api import STAGES
 from svc_helpers import SLOW_SPEC, TS_SPEC, Models
 
 pytestmark = pytest.mark.timeout(300)

@@ -299,7 +299,7 @@ def test_submit_inputs_rule_is_the_engines(tmp_path: Path, models: Models, pt2_a
     for want of inputs exactly when the engine's own input resolution would."""
     from prunekit.errors import InvalidSpec
     from prunekit.io.loading import load_model
-    from prunekit.pipeline import _signatures
+    from prunekit.api import _signatures
     from prunekit.spec import parse_spec
     from service.errors import ApiError
     from service.routes.jobs import _validate_submission

@@ -17,7 +17,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .resolve import Analysis, find_rule
+from ..analysis.walk import Analysis, find_rule
 
 
 class Rewriter:

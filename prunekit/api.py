@@ -20,6 +20,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .artifacts import ARTIFACT_NAMES, REPORT_NAME
 from .verify import check as check_mod
 from .io import export as export_mod
 from .errors import ExportFailed, InvalidSpec, PruneKitError, first_line
@@ -27,14 +28,14 @@ from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inpu
 from .io.loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
 from .verify.masked import masked_original
-from .rank import plan as make_plan
+from .prune.plan import plan as make_plan
 from .io.rebuild import frozen_tensors
 from .registry import get_architecture
 from .report import LayerChange, PruneReport
-from .resolve import analyse
-from .ruleset import RulesArg, RuleSet, extra_rules
+from .analysis.walk import analyse
+from .analysis.ruleset import RulesArg, RuleSet, extra_rules
 from .spec import Spec, parse_spec
-from .surgery import Rewriter, apply, removed_atoms
+from .prune.surgery import Rewriter, apply, removed_atoms
 from .capture import capture, humanize_symbols, symbol_names
 
 ProgressCallback = Callable[[str, float, str], None]
@@ -43,7 +44,6 @@ ProgressCallback = Callable[[str, float, str], None]
 STAGES = ("load", "capture", "analyse", "rank", "remove", "check", "export")
 _SPAN = {"load": (0.0, 0.05), "capture": (0.05, 0.3), "analyse": (0.3, 0.45), "rank": (0.45, 0.5),
          "remove": (0.5, 0.55), "check": (0.55, 0.75), "export": (0.75, 1.0)}
-ARTIFACT_NAMES = export_mod.ARTIFACT_NAMES
 
 
 @dataclass
@@ -220,10 +220,10 @@ def _after_capture(loaded: LoadedModel, cap, spec: Spec, sigs, prog: "_Progress"
         model_file = artifacts[ARTIFACT_NAMES[out_fmt]]
         report.file_size_after = model_file.stat().st_size
         prog.finish()
-        report_path = Path(out_dir) / "report.json"
+        report_path = Path(out_dir) / REPORT_NAME
         with export_mod.atomic_path(report_path) as tmp:
             tmp.write_text(report.to_json())
-        artifacts["report.json"] = report_path
+        artifacts[REPORT_NAME] = report_path
     else:
         prog.finish()
     return PruneResult(model=final_model, report=report, artifacts=artifacts)
@@ -255,7 +255,7 @@ def _prove_artifact(load_back, pruned: nn.Module, sigs, batches, spec: Spec, art
                 raise ExportFailed(
                     f"the written model does not run at batch {b}: {first_line(exc)}"
                     + ("; the architecture's forward may hard-code widths, ask for output_format 'torchscript' or 'export'"
-                       if spec.output_format == "state_dict" or "state_dict.pt" in artifacts else "")
+                       if spec.output_format == "state_dict" or ARTIFACT_NAMES["state_dict"] in artifacts else "")
                 ) from None
             ref = pruned(*x)
         dev = check_mod.compare_outputs(ref, got, dtypes=False)

@@ -51,6 +51,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from ..gates import GATE_NAMES, GATES_BY_MODE
+
 __all__ = [
     "GateCell",
     "PrunableLayer",
@@ -64,7 +66,7 @@ __all__ = [
     "prune_input_features",
 ]
 
-_GATE_NAMES = {"GRU": ("r", "z", "n"), "LSTM": ("i", "f", "g", "o")}
+_GATE_NAMES = {m: GATE_NAMES[m] for m in ("GRU", "LSTM")}  # the modes converted here
 _NATIVE = {"GRU": nn.GRU, "LSTM": nn.LSTM}
 
 # What ``h_n`` / ``h0`` look like: one stacked tensor, or one tensor per (layer, direction).
@@ -834,3 +836,13 @@ def prune_input_features(module: PrunableRNNBase, keep: Sequence[int]) -> None:
     idx = _keep_index(keep, module.input_size, f"{type(module).__name__} input")
     for cell in module.layers[0].directions():
         _slice_linear(cell.ih, cols=idx)
+
+
+def fix_rnn_attributes(m: nn.RNNBase) -> None:
+    """Attribute fixes for a native recurrent module whose weights were resized (``load_pruned``)."""
+    gates = GATES_BY_MODE.get(m.mode, 1)
+    w_ih = getattr(m, "weight_ih_l0")
+    m.hidden_size = w_ih.shape[0] // gates
+    m.input_size = w_ih.shape[1]
+    if hasattr(m, "_init_flat_weights"):
+        m._init_flat_weights()

@@ -14,15 +14,13 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.fx as fx
 from torch.fx.interpreter import Interpreter
 
-from .atoms import Atoms
 from . import ruleset
-
-Labels = tuple  # tuple[np.ndarray | None, ...]
+from .atoms import Atoms
+from .context import Barrier, Ctx, Labels, _flat_args
 
 
 class _ShapeRecorder(Interpreter):
@@ -83,13 +81,6 @@ def _diff_tree(a: Any, b: Any) -> Any:
 
 
 @dataclass
-class Barrier:
-    node: str
-    op: str
-    reason: str
-
-
-@dataclass
 class Analysis:
     gm: fx.GraphModule
     atoms: Atoms
@@ -104,119 +95,6 @@ class Analysis:
     eager: bool = False
     output_dims: dict[str, int] = field(default_factory=dict)  # weights whose output channels are not dim 0
     rules: ruleset.RuleSet | None = None   # extra rules (call + entry points), looked up before the built-in ones
-
-
-class Ctx:
-    """What a rule may see and do while analysing one node."""
-
-    def __init__(self, analysis: Analysis) -> None:
-        self.a = analysis
-        self.atoms = analysis.atoms
-        self.node: fx.Node | None = None
-
-    # --- reading -------------------------------------------------------------------------
-    def shape(self, arg: Any) -> tuple[int, ...] | None:
-        if isinstance(arg, fx.Node):
-            s = self.a.shapes.get(arg.name)
-            return s if isinstance(s, tuple) else None
-        return None
-
-    def out_shape(self) -> tuple[int, ...] | None:
-        return self.shape(self.node)
-
-    def is_tensor(self, arg: Any) -> bool:
-        return self.shape(arg) is not None
-
-    def symbolic(self, arg: Any) -> tuple[bool, ...]:
-        s = self.a.symbolic.get(arg.name) if isinstance(arg, fx.Node) else None
-        shape = self.shape(arg) or ()
-        return s if isinstance(s, tuple) else tuple(False for _ in shape)
-
-    def lab(self, arg: Any) -> Labels | None:
-        """Labels of a tensor argument (a tuple of Nones for tensors without channels)."""
-        if not isinstance(arg, fx.Node):
-            return None
-        lab = self.a.labels.get(arg.name)
-        if isinstance(lab, tuple):
-            return lab
-        shape = self.shape(arg)
-        return tuple(None for _ in shape) if shape is not None else None
-
-    def lab_list(self, arg: Any) -> list:
-        return self.a.labels.get(arg.name) if isinstance(arg, fx.Node) else None
-
-    def arg(self, i: int, name: str, default: Any = None) -> Any:
-        n = self.node
-        if len(n.args) > i:
-            return n.args[i]
-        return n.kwargs.get(name, default)
-
-    # --- acting ----------------------------------------------------------------------------
-    def unify(self, a: np.ndarray | None, b: np.ndarray | None, why: str = "") -> np.ndarray | None:
-        return self.atoms.union_arrays(a, b, why or self.reason("couples a channel to an unprunable one"))
-
-    def pin(self, a: np.ndarray | None, why: str) -> None:
-        self.atoms.pin(a, self.reason(why))
-
-    def pin_all(self, lab: Labels | None, why: str) -> None:
-        for d in lab or ():
-            self.pin(d, why)
-
-    def reason(self, why: str) -> str:
-        op = _op_name(self.node) if self.node is not None else "?"
-        return f"{why} ({op} at node {self.node.name if self.node is not None else '?'})"
-
-    def fresh(self, shape: tuple[int, ...], symbolic: tuple[bool, ...]) -> Labels:
-        """New atoms on every fixed dimension of size > 1."""
-        return tuple(
-            self.atoms.new(n) if (n > 1 and not sym) else None for n, sym in zip(shape, symbolic)
-        )
-
-    def barrier(self, why: str) -> None:
-        node = self.node
-        touched = False
-        for arg in _flat_args(node):
-            lab = self.lab(arg)
-            if lab and any(d is not None for d in lab):
-                touched = True
-                self.pin_all(lab, why)
-            lst = self.lab_list(arg)
-            if isinstance(lst, list):
-                for item in lst:
-                    if isinstance(item, tuple) and any(d is not None for d in item):
-                        touched = True
-                        self.pin_all(item, why)
-        if touched:
-            self.a.barriers.append(Barrier(node.name, _op_name(node), why))
-
-
-def _flat_args(node: fx.Node) -> list:
-    out: list = []
-
-    def visit(v: Any) -> None:
-        if isinstance(v, fx.Node):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                visit(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                visit(x)
-
-    visit(node.args)
-    visit(node.kwargs)
-    return out
-
-
-def _op_name(node: fx.Node) -> str:
-    t = node.target
-    if isinstance(t, torch._ops.OpOverload):
-        return f"aten.{t.__name__}" if t.namespace == "aten" else f"{t.namespace}.{t.__name__}"
-    if isinstance(t, torch._ops.HigherOrderOperator):
-        return f"higher_order.{t.__name__}"
-    if isinstance(t, str):
-        return f"{node.op}:{t}"
-    return getattr(t, "__name__", str(t))
 
 
 def _none_labels(shape_tree: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Group the removable channels, rank them, and choose which to remove.
+"""Group the removable channels, rank them (``importance.py``), and choose which to remove.
 
 A *channel* is one connected component of atoms.  Channels that touch exactly the same tensor
 dimensions (``conv1.weight`` dim 0, ``bn1.weight`` dim 0, ``conv2.weight`` dim 1, ...) form a
@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import InvalidSpec
-from .resolve import Analysis
-from .spec import Spec
+from ..analysis.walk import Analysis
+from ..errors import InvalidSpec
+from ..spec import Spec
+from .importance import rank_groups
 
 Slot = tuple[str, int]  # (tensor attribute, dimension)
 
@@ -84,42 +85,6 @@ def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Gro
     return groups, comp_slots, roots
 
 
-def _scores(a: Analysis, tensors: dict[str, torch.Tensor], roots: np.ndarray, kind: str, bn_weights: set[str]) -> np.ndarray:
-    """Importance of every component, indexed by root atom."""
-    total = np.zeros(len(roots), dtype=np.float64)
-    for name, lab in a.attr_labels.items():
-        t = tensors.get(name)
-        if t is None or not t.is_floating_point():
-            continue
-        if kind == "bn_scale" and name not in bn_weights:
-            continue
-        t = t.detach().double()
-        for dim, arr in enumerate(lab):
-            if arr is None or t.dim() == 0:
-                continue
-            moved = t.movedim(dim, 0).reshape(t.shape[dim], -1)
-            if kind == "l1":
-                s = moved.abs().sum(1)
-            elif kind == "bn_scale":
-                s = moved.abs().sum(1)
-            else:
-                s = moved.pow(2).sum(1)
-            s = s.numpy()
-            ok = arr >= 0
-            np.add.at(total, roots[arr[ok]], s[ok])
-    return total
-
-
-def _bn_weights(a: Analysis) -> set[str]:
-    out = set()
-    for node in a.gm.graph.nodes:
-        if node.op == "call_function" and "batch_norm" in str(node.target) and len(node.args) > 1:
-            w = node.args[1]
-            if getattr(w, "op", None) == "get_attr":
-                out.add(w.target)
-    return out
-
-
 def _known_names(tensors: dict[str, torch.Tensor], names: list[str], field_name: str) -> None:
     for n in names:
         if n not in tensors:
@@ -142,24 +107,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
     _known_names(tensors, list(spec.ignore), "ignore")
     _known_names(tensors, [c.param for c in spec.channels], "channels")
     groups, comp_slots, roots = find_groups(a, tensors)
-    warnings: list[str] = []
-
-    bn = _bn_weights(a)
-    kind = spec.importance
-    if kind == "random":
-        rng = np.random.default_rng(spec.seed)
-        scores = rng.random(len(roots))
-    else:
-        if kind == "bn_scale" and not bn:
-            warnings.append("importance bn_scale: the model has no batch norm; ranked by l2 instead")
-            kind = "l2"
-        scores = _scores(a, tensors, roots, kind, bn)
-        if kind == "bn_scale":
-            fallback = _scores(a, tensors, roots, "l2", bn)
-    for g in groups:
-        g.importance = scores[g.roots]
-        if kind == "bn_scale" and not any(n in bn for n, _ in g.slots):
-            g.importance = fallback[g.roots]
+    warnings = rank_groups(a, tensors, roots, groups, spec.importance, spec.seed)
 
     def groups_with(name: str) -> list[Group]:
         return [g for g in groups if (name, 0) in g.slots]

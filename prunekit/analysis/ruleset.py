@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 import torch
 import torch.fx as fx
 
-from .errors import InvalidRule
+from ..errors import InvalidRule
 
 if TYPE_CHECKING:  # only for the annotations: resolve and surgery import this module
-    from .resolve import Ctx, Labels
-    from .surgery import Rewriter
+    from .context import Ctx, Labels
+    from ..prune.surgery import Rewriter
 
 ENTRY_POINT_GROUP = "prunekit.rules"
 

@@ -1,0 +1,111 @@
+"""Indexing along a dimension: slice, narrow, select, index_select, index."""
+
+from __future__ import annotations
+
+import torch.fx as fx
+
+from ..context import Ctx, Labels
+from ._common import _dim, _none, _ops, rule
+
+
+def _slice_bounds(node: fx.Node, size: int) -> tuple[int, int, int]:
+    start = node.args[2] if len(node.args) > 2 else node.kwargs.get("start")
+    end = node.args[3] if len(node.args) > 3 else node.kwargs.get("end")
+    step = node.args[4] if len(node.args) > 4 else node.kwargs.get("step", 1)
+    s = slice(start if isinstance(start, int) else None, end if isinstance(end, int) else None, step)
+    return s.indices(size)
+
+
+def _slice_rewrite(rw, node: fx.Node) -> None:
+    x = node.args[0]
+    d = _dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), len(rw.orig_shape(x)))
+    lab = rw.labels(x)[d]
+    if lab is None or rw.orig_shape(x)[d] == rw.new_shape(x)[d]:
+        return
+    start, end, _ = _slice_bounds(node, rw.orig_shape(x)[d])
+    kept = rw.kept(lab)
+    new_start = int(kept[:start].sum())
+    new_end = new_start + int(kept[start:end].sum())
+    node.args = (x, d, new_start, new_end, 1)
+    node.kwargs = {}
+
+
+@rule(*_ops("slice"), rewrite=_slice_rewrite)
+def slice_(ctx: Ctx, node: fx.Node) -> Labels:
+    xl = list(ctx.lab(node.args[0]))
+    d = _dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), len(xl))
+    if xl[d] is not None:
+        start, end, step = _slice_bounds(node, len(xl[d]))
+        if step != 1 or not all(isinstance(v, (int, type(None))) for v in node.args[2:4]):
+            ctx.pin(xl[d], "strided or dynamic slice")
+            xl[d] = None
+        else:
+            xl[d] = xl[d][start:end]
+    return tuple(xl)
+
+
+def _narrow_rewrite(rw, node: fx.Node) -> None:
+    x, d, start, length = node.args[:4]
+    d = _dim(d, len(rw.orig_shape(x)))
+    lab = rw.labels(x)[d]
+    if lab is None or rw.orig_shape(x)[d] == rw.new_shape(x)[d]:
+        return
+    kept = rw.kept(lab)
+    node.args = (x, d, int(kept[:start].sum()), int(kept[start : start + length].sum()))
+
+
+@rule(*_ops("narrow"), rewrite=_narrow_rewrite)
+def narrow(ctx: Ctx, node: fx.Node) -> Labels:
+    x, d, start, length = node.args[:4]
+    xl = list(ctx.lab(x))
+    d = _dim(d, len(xl))
+    if xl[d] is not None:
+        xl[d] = xl[d][start : start + length]
+    return tuple(xl)
+
+
+def _select_rewrite(rw, node: fx.Node) -> None:
+    x, d, idx = node.args[:3]
+    d = _dim(d, len(rw.orig_shape(x)))
+    lab = rw.labels(x)[d]
+    if lab is None:
+        return
+    idx = idx % rw.orig_shape(x)[d]
+    node.args = (x, d, int(rw.kept(lab)[:idx].sum()))
+
+
+@rule(*_ops("select"), rewrite=_select_rewrite)
+def select(ctx: Ctx, node: fx.Node) -> Labels:
+    x, d, idx = node.args[:3]
+    xl = ctx.lab(x)
+    d = _dim(d, len(xl))
+    if xl[d] is not None:
+        ctx.pin(xl[d][idx : idx + 1] if idx >= 0 else xl[d][idx:][:1], "selected by index")
+    return tuple(xl[:d]) + tuple(xl[d + 1 :])
+
+
+@rule(*_ops("index_select"))
+def index_select(ctx: Ctx, node: fx.Node) -> Labels:
+    xl = list(ctx.lab(node.args[0]))
+    d = _dim(node.args[1], len(xl))
+    ctx.pin(xl[d], "gathered by index")
+    ctx.pin_all(ctx.lab(node.args[2]), "index values")
+    xl[d] = None
+    return tuple(xl)
+
+
+@rule(*_ops("index"))
+def index(ctx: Ctx, node: fx.Node) -> Labels | None:
+    xl = ctx.lab(node.args[0])
+    idx = node.args[1]
+    for t in idx:
+        if t is not None:
+            ctx.pin_all(ctx.lab(t), "index values")  # an index tensor's entries are positions, not channels
+    used = [i for i, t in enumerate(idx) if t is not None]
+    if len(used) != 1:
+        ctx.barrier("advanced indexing on several dimensions")
+        return None
+    d = used[0]
+    ctx.pin(xl[d], "gathered by index")
+    idx_nd = len(ctx.shape(idx[d]) or (0,))
+    return tuple(xl[:d]) + _none(idx_nd) + tuple(xl[d + 1 :])

@@ -1,0 +1,76 @@
+"""Normalisation layers: per-channel parameters follow their channels; statistics over channels pin them."""
+
+from __future__ import annotations
+
+import torch.fx as fx
+
+from ..context import Ctx, Labels
+from ._common import _ops, rule
+
+
+def _per_channel(ctx: Ctx, xl: Labels, params: list, cdim: int = 1) -> Labels:
+    xl = list(xl)
+    for p in params:
+        if isinstance(p, fx.Node) and ctx.is_tensor(p) and xl:
+            xl[cdim] = ctx.unify(xl[cdim], ctx.lab(p)[0])
+    return tuple(xl)
+
+
+@rule(*_ops("batch_norm", "instance_norm"))
+def batch_norm(ctx: Ctx, node: fx.Node) -> Labels:
+    return _per_channel(ctx, ctx.lab(node.args[0]), list(node.args[1:5]))
+
+
+@rule(*_ops("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
+            "_native_batch_norm_legit_functional"))
+def native_batch_norm(ctx: Ctx, node: fx.Node) -> list:
+    out = _per_channel(ctx, ctx.lab(node.args[0]), list(node.args[1:5]))
+    rest = ctx.a.shapes.get(node.name)
+    extra = [tuple(None for _ in s) if isinstance(s, tuple) else None for s in rest[1:]] if isinstance(rest, list) else []
+    return [out, *extra]
+
+
+def _layer_norm(ctx: Ctx, node: fx.Node, weight_idx: int) -> Labels:
+    xl = ctx.lab(node.args[0])
+    ns = node.args[1]
+    k = len(ns)
+    for d in xl[-k:]:
+        ctx.pin(d, "normalised over by a layer/RMS norm")
+    for p in node.args[weight_idx : weight_idx + 2]:
+        if isinstance(p, fx.Node) and ctx.is_tensor(p):
+            ctx.pin_all(ctx.lab(p), "layer/RMS norm affine")
+    return xl
+
+
+@rule(*_ops("layer_norm", "rms_norm"))
+def layer_norm(ctx: Ctx, node: fx.Node) -> Labels:
+    return _layer_norm(ctx, node, 2)
+
+
+@rule(*_ops("native_layer_norm"))
+def native_layer_norm(ctx: Ctx, node: fx.Node) -> list:
+    out = _layer_norm(ctx, node, 2)
+    rest = ctx.a.shapes.get(node.name)
+    return [out] + [tuple(None for _ in s) for s in rest[1:]]
+
+
+def _group_norm_rewrite(rw, node: fx.Node) -> None:
+    x = node.args[0]
+    c0, c1 = rw.orig_shape(x)[1], rw.new_shape(x)[1]
+    if c0 != c1:
+        groups = int(node.args[1])
+        rw.set_arg(node, 1, "num_groups", c1 // (c0 // groups))
+
+
+@rule(*_ops("group_norm"), rewrite=_group_norm_rewrite)
+def group_norm(ctx: Ctx, node: fx.Node) -> Labels:
+    xl = list(ctx.lab(node.args[0]))
+    groups = int(node.args[1])
+    c = ctx.shape(node.args[0])[1]
+    if xl[1] is not None:
+        per = c // groups
+        for g in range(groups):  # statistics are per group: a group goes whole or stays
+            ctx.atoms.merge(xl[1][g * per : (g + 1) * per])
+            if (xl[1][g * per : (g + 1) * per] < 0).any():
+                ctx.pin(xl[1][g * per : (g + 1) * per], "group norm group with fixed channels")
+    return _per_channel(ctx, tuple(xl), list(node.args[2:4]))

@@ -1,0 +1,181 @@
+"""Views: permutations are exact; reshapes go through the factor-group mapping."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch.fx as fx
+
+from ..context import Ctx, Labels
+from ._common import _dim, _has, _ops, rule
+
+
+@rule(*_ops("permute"))
+def permute(ctx: Ctx, node: fx.Node) -> Labels:
+    xl = ctx.lab(node.args[0])
+    return tuple(xl[_dim(d, len(xl))] for d in node.args[1])
+
+
+@rule(*_ops("transpose", "swapaxes", "swapdims"))
+def transpose(ctx: Ctx, node: fx.Node) -> Labels:
+    xl = list(ctx.lab(node.args[0]))
+    if len(xl) < 2:
+        return tuple(xl)
+    a, b = (_dim(d, len(xl)) for d in node.args[1:3])
+    xl[a], xl[b] = xl[b], xl[a]
+    return tuple(xl)
+
+
+@rule(*_ops("t", "numpy_T"))
+def t(ctx: Ctx, node: fx.Node) -> Labels:
+    return tuple(reversed(ctx.lab(node.args[0])))
+
+
+@rule(*_ops("movedim"))
+def movedim(ctx: Ctx, node: fx.Node) -> Labels:
+    xl = list(ctx.lab(node.args[0]))
+    n = len(xl)
+    src, dst = node.args[1], node.args[2]
+    src = [src] if isinstance(src, int) else list(src)
+    dst = [dst] if isinstance(dst, int) else list(dst)
+    order = [None] * n
+    src, dst = [_dim(s, n) for s in src], [_dim(d, n) for d in dst]
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(i for i in range(n) if i not in src)
+    order = [o if o is not None else next(rest) for o in order]
+    return tuple(xl[o] for o in order)
+
+
+def factor_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Split two shapes of equal numel into runs of dims with equal products.
+
+    ``(2, 197, 768) -> (2, 197, 12, 64)`` gives ``[([0],[0]), ([1],[1]), ([2],[2,3])]``.
+    Size-1 dims join the neighbouring run.
+    """
+    groups, i, j = [], 0, 0
+    while i < len(a) or j < len(b):
+        ga, gb = [], []
+        pa = pb = 1
+        while True:
+            if pa == pb and (ga or gb) and pa != 0:
+                # absorb trailing size-1 dims into this run
+                while i < len(a) and a[i] == 1 and not (j < len(b) and b[j] == 1):
+                    ga.append(i); i += 1
+                while j < len(b) and b[j] == 1 and not (i < len(a) and a[i] == 1):
+                    gb.append(j); j += 1
+                break
+            if (pa <= pb and i < len(a)) or j >= len(b):
+                if i >= len(a):
+                    return None
+                pa *= a[i]; ga.append(i); i += 1
+            else:
+                pb *= b[j]; gb.append(j); j += 1
+        groups.append((ga, gb))
+    return groups
+
+
+def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_sym: tuple) -> Labels:
+    groups = factor_groups(tuple(in_shape), tuple(out_shape))
+    out: list = [None] * len(out_shape)
+    if groups is None:
+        ctx.pin_all(xl, "reshape the analysis could not map")
+        return tuple(out)
+    for gi, go in groups:
+        labelled = [d for d in gi if _has(xl[d])]
+        if not labelled:
+            continue
+        if len(gi) == 1 and len(go) == 1:
+            out[go[0]] = xl[gi[0]]
+            continue
+        if len(labelled) > 1:
+            for d in labelled:
+                ctx.pin(xl[d], "reshape merges two channel dimensions")
+            continue
+        ld = labelled[0]
+        sizes_in = [in_shape[d] for d in gi]
+        view = [1] * len(gi)
+        view[gi.index(ld)] = in_shape[ld]
+        grid = np.broadcast_to(xl[ld].reshape(view), sizes_in).reshape([out_shape[d] for d in go])
+        best, best_score = None, None
+        for pos, d in enumerate(go):
+            if out_shape[d] <= 1 or out_sym[d]:
+                continue
+            rows = np.moveaxis(grid, pos, 0).reshape(out_shape[d], -1)
+            filled = int((rows >= 0).any(axis=1).sum())
+            score = (filled, pos)
+            if best_score is None or score > best_score:
+                best, best_score = (pos, d, rows), score
+        if best is None:
+            ctx.pin(xl[ld], "reshape folds channels into the batch")
+            continue
+        _, d, rows = best
+        lab = np.full(out_shape[d], -1, dtype=np.int64)
+        for r in range(rows.shape[0]):
+            row = rows[r]
+            if (row < 0).any() and (row >= 0).any():
+                ctx.pin(row, "reshape mixes channels with fixed entries")
+            lab[r] = ctx.atoms.merge(row)
+        out[d] = lab
+    return tuple(out)
+
+
+def _reshape(ctx: Ctx, node: fx.Node) -> Labels:
+    x = node.args[0]
+    return reshape_labels(ctx, ctx.lab(x), ctx.shape(x), ctx.out_shape(), ctx.symbolic(node))
+
+
+def _sizes_rewrite(arg_index: int, name: str, offset: Callable[[Any, fx.Node], int] = lambda rw, n: 0):
+    """Rewrite a size-list argument so each entry matches the node's new output shape."""
+
+    def rewrite(rw, node: fx.Node) -> None:
+        sizes = node.args[arg_index] if len(node.args) > arg_index else node.kwargs.get(name)
+        if not isinstance(sizes, (list, tuple)):
+            return
+        old, new = rw.orig_shape(node), rw.new_shape(node)
+        if old == new:
+            return
+        off = offset(rw, node)
+        out = list(sizes)
+        for i, s in enumerate(sizes):
+            j = i + off
+            # a size computed in the graph (``x.size(-1) // heads``) is replaced too: the dim
+            # carries channels, so it never depends on the batch and its new width is known
+            if s != -1 and 0 <= j < len(new) and old[j] != new[j]:
+                out[i] = new[j]
+        rw.set_arg(node, arg_index, name, out)
+
+    return rewrite
+
+
+rule(*_ops("view", "reshape", "_unsafe_view", "view_copy", "_reshape_alias"), rewrite=_sizes_rewrite(1, "size"))(_reshape)
+rule(*_ops("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as", "squeeze_copy", "unsqueeze_copy", "ravel"))(_reshape)
+rule(*_ops("unflatten"), rewrite=_sizes_rewrite(2, "sizes", lambda rw, n: _dim(n.args[1], len(rw.orig_shape(n.args[0])))))(_reshape)
+
+
+def _expand(ctx: Ctx, node: fx.Node) -> Labels:
+    x = node.args[0]
+    xl, xs, os = ctx.lab(x), ctx.shape(x), ctx.out_shape()
+    off = len(os) - len(xs)
+    out: list = [None] * len(os)
+    for i, (d, n) in enumerate(zip(xl, xs)):
+        if n == os[off + i]:
+            out[off + i] = d
+        else:
+            ctx.pin(d, "broadcast by expand")
+    return tuple(out)
+
+
+rule(*_ops("expand", "expand_copy", "broadcast_to"), rewrite=_sizes_rewrite(1, "size"))(_expand)
+rule(*_ops("expand_as"))(_expand)
+
+
+@rule(*_ops("repeat"))
+def repeat(ctx: Ctx, node: fx.Node) -> Labels:
+    xl, reps = ctx.lab(node.args[0]), list(node.args[1])
+    lead = len(reps) - len(xl)
+    out: list = [None] * lead
+    for d, r in zip(xl, reps[lead:]):
+        out.append(np.tile(d, r) if d is not None else None)
+    return tuple(out)
