@@ -35,7 +35,8 @@ from .report import LayerChange, PruneReport
 from .analysis.walk import analyse
 from .analysis.ruleset import RulesArg, RuleSet, extra_rules
 from .spec import Spec, parse_spec
-from .prune.surgery import Rewriter, apply, removed_atoms
+from .prune.removal import Removal
+from .prune.surgery import apply
 from .capture import capture, humanize_symbols, symbol_names
 
 ProgressCallback = Callable[[str, float, str], None]
@@ -178,9 +179,8 @@ def _after_capture(loaded: LoadedModel, cap, spec: Spec, sigs, prog: "_Progress"
 
     prog.start("remove", f"removing {len(plan.removed)} channels")
     roots = analysis.atoms.roots()
-    gone = removed_atoms(analysis, plan.removed, roots)
-    pruned = apply(gm, analysis, gone)
-    kept = Rewriter(analysis, gone).kept
+    removal = Removal.of(plan.removed, roots)
+    pruned = apply(gm, analysis, removal)
     after = _tensors(pruned)
     report.layers = [
         LayerChange(n, list(t.shape), list(after[n].shape))
@@ -193,9 +193,9 @@ def _after_capture(loaded: LoadedModel, cap, spec: Spec, sigs, prog: "_Progress"
     upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
     prog.tick(0.05, "running the model as uploaded and its captured graph")
     upload_rel = check_mod.compare_with_upload(cap.upload, gm, sigs, upload_batches, spec.seed, spec.tolerance)
-    masked = masked_original(gm, analysis, kept)
+    masked = masked_original(gm, analysis, removal)
     prog.tick(0.2, "running the pruned model and the masked original")
-    result = check_mod.verify(pruned, masked, analysis.output_labels, kept, sigs, batches, spec.seed, spec.tolerance)
+    result = check_mod.verify(pruned, masked, analysis.output_labels, removal, sigs, batches, spec.seed, spec.tolerance)
     result.upload_max_rel, result.upload_batch_sizes = upload_rel, sorted(set(upload_batches))
     report.check = result.to_dict()
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")

@@ -77,6 +77,16 @@ class Ctx:
     def lab_list(self, arg: Any) -> list:
         return self.a.labels.get(arg.name) if isinstance(arg, fx.Node) else None
 
+    def out_shapes(self) -> Any:
+        """The recorded output shape(s) of the current node: a tuple, or a list for multi-output ops."""
+        return self.a.shapes.get(self.node.name)
+
+    @property
+    def eager(self) -> bool:
+        """Whether the pruned model will be run by the architecture's own ``forward`` (state-dict
+        output), where widths the code hard-codes cannot change."""
+        return self.a.eager
+
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         n = self.node
         if len(n.args) > i:
@@ -97,6 +107,19 @@ class Ctx:
     def reason(self, why: str) -> str:
         op = _op_name(self.node) if self.node is not None else "?"
         return f"{why} ({op} at node {self.node.name if self.node is not None else '?'})"
+
+    def merge(self, atoms: np.ndarray) -> int:
+        """Make these atoms one channel (they must be removed together); returns its root."""
+        return self.atoms.merge(atoms)
+
+    def weight_output_dim(self, param: str, dim: int) -> None:
+        """Record that ``param``'s output channels are along ``dim`` (a transposed conv's 1), for the
+        report's list of weights that keep every channel."""
+        self.a.output_dims[param] = dim
+
+    def created(self, labels: Labels) -> None:
+        """Record the labels of a tensor the current node fills with a constant (it has atoms of its own)."""
+        self.a.created[self.node.name] = labels
 
     def fresh(self, shape: tuple[int, ...], symbolic: tuple[bool, ...]) -> Labels:
         """New atoms on every fixed dimension of size > 1."""

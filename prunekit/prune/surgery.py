@@ -18,20 +18,16 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..analysis.walk import Analysis, find_rule
+from .removal import Removal
 
 
 class Rewriter:
     """What a rule's rewrite half may ask: old and new shapes, labels, kept masks."""
 
-    def __init__(self, analysis: Analysis, removed_atom: np.ndarray) -> None:
+    def __init__(self, analysis: Analysis, removal: Removal) -> None:
         self.a = analysis
-        self.removed_atom = removed_atom
-
-    def kept(self, lab: np.ndarray) -> np.ndarray:
-        keep = np.ones(len(lab), dtype=bool)
-        ok = lab >= 0
-        keep[ok] = ~self.removed_atom[lab[ok]]
-        return keep
+        self.removal = removal
+        self.kept = removal.kept
 
     def labels(self, arg: Any):
         lab = self.a.labels.get(arg.name) if isinstance(arg, fx.Node) else None
@@ -67,13 +63,6 @@ class Rewriter:
             node.kwargs = {**node.kwargs, name: value}
 
 
-def removed_atoms(analysis: Analysis, removed_roots: set[int], roots: np.ndarray) -> np.ndarray:
-    flag = np.zeros(len(roots), dtype=bool)
-    if removed_roots:
-        flag = np.isin(roots, np.fromiter(removed_roots, dtype=np.int64, count=len(removed_roots)))
-    return flag
-
-
 def _set_tensor(gm: nn.Module, fqn: str, value: torch.Tensor) -> None:
     owner_name, _, attr = fqn.rpartition(".")
     owner = gm.get_submodule(owner_name) if owner_name else gm
@@ -92,9 +81,9 @@ def _get_tensor(gm: nn.Module, fqn: str) -> torch.Tensor:
     return getattr(owner, attr)
 
 
-def apply(gm: fx.GraphModule, analysis: Analysis, removed_atom: np.ndarray) -> fx.GraphModule:
+def apply(gm: fx.GraphModule, analysis: Analysis, removal: Removal) -> fx.GraphModule:
     """Return a pruned copy of ``gm``."""
-    rw = Rewriter(analysis, removed_atom)
+    rw = Rewriter(analysis, removal)
     pruned = copy.deepcopy(gm)
     for fqn, lab in analysis.attr_labels.items():
         if not any(d is not None for d in lab):

@@ -11,6 +11,8 @@ lost a ``raise``, a branch or an op would otherwise be checked against itself.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,6 +22,9 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import CheckFailed, first_line
 from ..io.inputs import InputSignature, sample_inputs
+
+if TYPE_CHECKING:
+    from ..prune.removal import Removal
 
 
 @dataclass
@@ -37,11 +42,11 @@ class CheckResult:
         return asdict(self)
 
 
-def _restrict(t: torch.Tensor, lab, kept) -> torch.Tensor:
+def _restrict(t: torch.Tensor, lab, removal: "Removal") -> torch.Tensor:
     for dim, d in enumerate(lab or ()):
         if d is None or dim >= t.dim():
             continue
-        keep = kept(d)
+        keep = removal.kept(d)
         if not keep.all():
             t = t.index_select(dim, torch.from_numpy(np.nonzero(keep)[0]))
     return t
@@ -103,7 +108,7 @@ def verify(
     pruned: fx.GraphModule,
     masked: fx.GraphModule,
     output_labels: list,
-    kept,
+    removal: "Removal",
     sigs: list[InputSignature],
     batch_sizes: list[int],
     seed: int,
@@ -113,7 +118,7 @@ def verify(
     n_out = 0
 
     def restrict(j: int, t: torch.Tensor) -> torch.Tensor:
-        return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, kept)
+        return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, removal)
 
     for i, b in enumerate(batch_sizes):
         x = sample_inputs(sigs, b, seed + 1000 + i)

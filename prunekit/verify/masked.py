@@ -7,6 +7,8 @@ consumed, and the kept outputs of this model are what the physically pruned mode
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import copy
 
 import numpy as np
@@ -17,13 +19,16 @@ from ..analysis.walk import Analysis
 
 aten = torch.ops.aten
 
+if TYPE_CHECKING:
+    from ..prune.removal import Removal
 
-def _mask_for(shape: tuple[int, ...], lab: tuple, kept) -> torch.Tensor | None:
+
+def _mask_for(shape: tuple[int, ...], lab: tuple, removal: "Removal") -> torch.Tensor | None:
     mask = None
     for dim, d in enumerate(lab):
         if d is None:
             continue
-        keep = kept(d)
+        keep = removal.kept(d)
         if keep.all():
             continue
         view = [1] * len(shape)
@@ -33,7 +38,7 @@ def _mask_for(shape: tuple[int, ...], lab: tuple, kept) -> torch.Tensor | None:
     return mask
 
 
-def masked_original(gm: fx.GraphModule, analysis: Analysis, kept) -> fx.GraphModule:
+def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") -> fx.GraphModule:
     m = copy.deepcopy(gm)
     count = 0
     for node in list(m.graph.nodes):
@@ -44,7 +49,7 @@ def masked_original(gm: fx.GraphModule, analysis: Analysis, kept) -> fx.GraphMod
         if not isinstance(lab, tuple) or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             continue
         shape = analysis.shapes[node.name]
-        mask = _mask_for(shape, lab, kept)
+        mask = _mask_for(shape, lab, removal)
         if mask is None:
             continue
         name = f"_prunekit_mask_{count}"

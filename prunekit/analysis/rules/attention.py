@@ -26,7 +26,7 @@ def sdpa(ctx: Ctx, node: fx.Node) -> Labels:
     if ctx.arg(8, "enable_gqa", False):
         ctx.barrier("grouped-query attention")
         return None
-    if ctx.a.eager and _sdpa_scale(node) is None:
+    if ctx.eager and _sdpa_scale(node) is None:
         # eager code recomputes the default scale 1/sqrt(head_dim) from the pruned width
         ctx.pin(q[-1], "default attention scale depends on the head width")
         ctx.pin(k[-1], "default attention scale depends on the head width")

@@ -65,7 +65,7 @@ def conv(ctx: Ctx, node: fx.Node) -> Labels:
         ctx.unify(xl[cdim], wl[0])
         out_c = wl[1]
         if isinstance(w, fx.Node) and w.op == "get_attr":
-            ctx.a.output_dims[w.target] = 1  # (in, out, k...): for the report's "kept"
+            ctx.weight_output_dim(w.target, 1)  # (in, out, k...): for the report's "kept"
     elif groups == 1:
         ctx.unify(xl[cdim], wl[1])
         out_c = wl[0]
@@ -77,7 +77,7 @@ def conv(ctx: Ctx, node: fx.Node) -> Labels:
         if in_per_group == 1:
             # depthwise-style: input channel j feeds outputs j*per_out ... ; remove them together
             for j in range(groups):
-                ctx.atoms.merge(np.concatenate([xc[j : j + 1], wo[j * per_out : (j + 1) * per_out]]))
+                ctx.merge(np.concatenate([xc[j : j + 1], wo[j * per_out : (j + 1) * per_out]]))
             if xl[cdim] is None:
                 ctx.pin(wo, "grouped conv on unprunable input channels")
         else:
@@ -88,10 +88,10 @@ def conv(ctx: Ctx, node: fx.Node) -> Labels:
                 col = np.concatenate([xg[:, k], wi[k : k + 1]])
                 if (col < 0).any():
                     ctx.pin(col, "grouped conv input")
-                ctx.atoms.merge(col)
+                ctx.merge(col)
             wg = wo.reshape(groups, per_out)
             for m in range(per_out):
-                ctx.atoms.merge(wg[:, m])
+                ctx.merge(wg[:, m])
         out_c = wl[0]
     if bl is not None:
         out_c = ctx.unify(out_c, bl[0])

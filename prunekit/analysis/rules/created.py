@@ -13,7 +13,7 @@ from .views import _sizes_rewrite
 
 def _created(ctx: Ctx, node: fx.Node) -> Labels:
     lab = ctx.fresh(ctx.out_shape(), ctx.symbolic(node))
-    ctx.a.created[node.name] = lab
+    ctx.created(lab)
     return lab
 
 

@@ -60,12 +60,12 @@ def split(ctx: Ctx, node: fx.Node) -> list:
     xl = ctx.lab(node.args[0])
     n = len(xl)
     d = _dim(ctx_dim(node, 2), n)
-    sizes = [s[d] for s in ctx.a.shapes.get(node.name)]
+    sizes = [s[d] for s in ctx.out_shapes()]
     pieces, start = [], 0
     for size in sizes:
         pieces.append(xl[d][start : start + size] if xl[d] is not None else None)
         start += size
-    if ctx.a.eager and xl[d] is not None:
+    if ctx.eager and xl[d] is not None:
         how = _eager_split(node)
         if how == "parts" and len(set(sizes)) == 1:
             # eager code (``x.chunk(2, 1)``) splits whatever arrives into equal parts: the parts must
@@ -93,4 +93,4 @@ def unbind(ctx: Ctx, node: fx.Node) -> list:
     d = _dim(ctx_dim(node, 1), len(xl))
     ctx.pin(xl[d], "unbound into separate tensors")
     rest = tuple(xl[:d]) + tuple(xl[d + 1 :])
-    return [rest for _ in ctx.a.shapes.get(node.name)]
+    return [rest for _ in ctx.out_shapes()]

@@ -25,7 +25,7 @@ def batch_norm(ctx: Ctx, node: fx.Node) -> Labels:
             "_native_batch_norm_legit_functional"))
 def native_batch_norm(ctx: Ctx, node: fx.Node) -> list:
     out = _per_channel(ctx, ctx.lab(node.args[0]), list(node.args[1:5]))
-    rest = ctx.a.shapes.get(node.name)
+    rest = ctx.out_shapes()
     extra = [tuple(None for _ in s) if isinstance(s, tuple) else None for s in rest[1:]] if isinstance(rest, list) else []
     return [out, *extra]
 
@@ -50,7 +50,7 @@ def layer_norm(ctx: Ctx, node: fx.Node) -> Labels:
 @rule(*_ops("native_layer_norm"))
 def native_layer_norm(ctx: Ctx, node: fx.Node) -> list:
     out = _layer_norm(ctx, node, 2)
-    rest = ctx.a.shapes.get(node.name)
+    rest = ctx.out_shapes()
     return [out] + [tuple(None for _ in s) for s in rest[1:]]
 
 
@@ -70,7 +70,7 @@ def group_norm(ctx: Ctx, node: fx.Node) -> Labels:
     if xl[1] is not None:
         per = c // groups
         for g in range(groups):  # statistics are per group: a group goes whole or stays
-            ctx.atoms.merge(xl[1][g * per : (g + 1) * per])
+            ctx.merge(xl[1][g * per : (g + 1) * per])
             if (xl[1][g * per : (g + 1) * per] < 0).any():
                 ctx.pin(xl[1][g * per : (g + 1) * per], "group norm group with fixed channels")
     return _per_channel(ctx, tuple(xl), list(node.args[2:4]))

@@ -26,7 +26,7 @@ def _reduce(sum_like: bool, dim_arg: int = 1, keep_arg: int = 2):
             if not sum_like:
                 ctx.pin(xl[d], "averaged or compared over")
         out = tuple(None if i in dims else xl[i] for i in range(n) if keep or i not in dims)
-        shapes = ctx.a.shapes.get(node.name)
+        shapes = ctx.out_shapes()
         return [out] * len(shapes) if isinstance(shapes, list) else out
 
     return propagate
@@ -72,7 +72,7 @@ def _along_dim(why: str, dim_arg: int = 1):
         d = node.args[dim_arg] if len(node.args) > dim_arg else node.kwargs.get("dim", node.kwargs.get("dims", -1))
         for i in _dims_arg(d, len(xl)) if xl else []:
             ctx.pin(xl[i], why)
-        shapes = ctx.a.shapes.get(node.name)
+        shapes = ctx.out_shapes()
         return [xl] * len(shapes) if isinstance(shapes, list) else xl
 
     return propagate

@@ -16,7 +16,7 @@ def _spatial(k: int):
         for d in xl[-k:]:
             ctx.pin(d, "spatial window")
         out = tuple(xl[:-k]) + _none(k)
-        shapes = ctx.a.shapes.get(node.name)
+        shapes = ctx.out_shapes()
         return [out] * len(shapes) if isinstance(shapes, list) else out
 
     return propagate

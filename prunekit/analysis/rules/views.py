@@ -116,7 +116,7 @@ def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_
             row = rows[r]
             if (row < 0).any() and (row >= 0).any():
                 ctx.pin(row, "reshape mixes channels with fixed entries")
-            lab[r] = ctx.atoms.merge(row)
+            lab[r] = ctx.merge(row)
         out[d] = lab
     return tuple(out)
 
