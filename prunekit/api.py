@@ -55,8 +55,9 @@ class PruneResult:
 
 
 class _Progress:
-    def __init__(self, cb: ProgressCallback | None, report: PruneReport) -> None:
-        self.cb, self.report, self.t0, self.stage = cb, report, time.perf_counter(), None
+    def __init__(self, cb: ProgressCallback | None) -> None:
+        self.cb, self.t0, self.stage = cb, time.perf_counter(), None
+        self.timings: dict[str, float] = {}
 
     def start(self, stage: str, message: str) -> None:
         self.finish()
@@ -72,7 +73,7 @@ class _Progress:
 
     def finish(self) -> None:
         if self.stage is not None:
-            self.report.timings[self.stage] = round(time.perf_counter() - self.t0, 4)
+            self.timings[self.stage] = round(time.perf_counter() - self.t0, 4)
             if self.cb:
                 self.cb(self.stage, _SPAN[self.stage][1], f"{self.stage} done")
             self.stage = None
@@ -125,108 +126,146 @@ def _run(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback
         return _run_stages(model, spec, inputs, progress, out_dir, rules=extra)
 
 
+@dataclass
+class _Load:
+    loaded: LoadedModel
+    sigs: list[InputSignature]
+    out_fmt: str
+
+
+@dataclass
+class _Removed:
+    tensors: dict[str, torch.Tensor]   # the captured graph's, before
+    removal: Removal
+    pruned: fx.GraphModule
+
+
+@dataclass
+class _Checked:
+    result: check_mod.CheckResult
+    batches: list[int]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+
+
+@dataclass
+class _Exported:
+    artifacts: dict[str, Path]
+    model: nn.Module
+    params_after: int
+    file_size: int
+
+
 def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
                 out_dir: Path | None, *, rules: RuleSet | None = None) -> PruneResult:
-    report = PruneReport(input_format="", output_format="")
-    prog = _Progress(progress, report)
-
+    prog = _Progress(progress)
     prog.start("load", "reading the model")
-    loaded = _load_any(model, spec)
-    report.input_format = loaded.format
-    report.architecture = loaded.architecture
-    report.file_size_before = loaded.size_bytes
-    out_fmt = loaded.format if spec.output_format == "same" else spec.output_format
-    report.output_format = out_fmt
-    sigs = _signatures(spec, loaded, inputs)
-
-    prog.start("capture", f"capturing the {loaded.format} model as a graph")
-    cap = capture(loaded, sigs, seed=spec.seed)
-    gm = cap.gm
-    report.dynamic_batch = cap.dynamic_batch
-    names = symbol_names(gm)
-    report.warnings.extend(humanize_symbols(w, names) for w in cap.warnings)
-
+    load = _load_stage(model, spec, inputs)
+    prog.start("capture", f"capturing the {load.loaded.format} model as a graph")
+    cap = capture(load.loaded, load.sigs, seed=spec.seed)
+    names = symbol_names(cap.gm)
     try:
-        return _after_capture(loaded, cap, spec, sigs, prog, report, out_fmt, out_dir, rules=rules)
+        prog.start("analyse", "finding coupled channels")
+        analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
+        prog.start("rank", f"ranking channels by {spec.importance}")
+        plan = make_plan(analysis, _tensors(cap.gm), spec)
+        prog.start("remove", f"removing {len(plan.removed)} channels")
+        removed = _remove_stage(cap.gm, analysis, plan)
+        prog.start("check", "comparing with the masked original")
+        checked = _check_stage(cap, analysis, removed, load.sigs, spec, prog)
+        exported = None
+        if out_dir is not None:
+            prog.start("export", f"writing {load.out_fmt}")
+            exported = _export_stage(load, cap, removed.pruned, checked.batches, spec, Path(out_dir), prog)
+        prog.finish()
     except PruneKitError as exc:  # speak of the user's dims ("batch"), not torch's symbols ("s22")
         exc.args = (humanize_symbols(str(exc), names),)
         raise
-
-
-def _after_capture(loaded: LoadedModel, cap, spec: Spec, sigs, prog: "_Progress", report: PruneReport,
-                   out_fmt: str, out_dir: Path | None, *, rules: RuleSet | None = None) -> PruneResult:
-    gm = cap.gm
-    example2 = sample_inputs(sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
-
-    prog.start("analyse", "finding coupled channels")
-    eager = out_fmt == "state_dict" and out_dir is not None  # the architecture's own forward will run it
-    frozen = frozen_tensors(loaded.module) if eager and isinstance(loaded.module, nn.Module) and not isinstance(loaded.module, torch.jit.ScriptModule) else {}
-    analysis = analyse(gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules)
-    report.barriers = [{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers]
-    for op in sorted({b.op for b in analysis.barriers}):
-        report.warnings.append(f"channels stop at {op}: no channel rule (they are kept)")
-
-    prog.start("rank", f"ranking channels by {spec.importance}")
-    tensors = _tensors(gm)
-    plan = make_plan(analysis, tensors, spec)
-    report.warnings.extend(plan.warnings)
-    report.groups_found = len(plan.groups)
-    report.groups_pruned = sum(1 for g in plan.groups if g.remove is not None and len(g.remove))
-    report.channels_before = sum(len(g.roots) for g in plan.groups)
-    report.channels_removed = len(plan.removed)
-    report.groups = [g.to_dict() for g in plan.groups]
-    report.kept = [{"param": n, "reason": why} for n, why in plan.pinned_reasons.items()]
-
-    prog.start("remove", f"removing {len(plan.removed)} channels")
-    roots = analysis.atoms.roots()
-    removal = Removal.of(plan.removed, roots)
-    pruned = apply(gm, analysis, removal)
-    after = _tensors(pruned)
-    report.layers = [
-        LayerChange(n, list(t.shape), list(after[n].shape))
-        for n, t in tensors.items()
-        if n in after and tuple(after[n].shape) != tuple(t.shape)
-    ]
-
-    prog.start("check", "comparing with the masked original")
-    batches = [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
-    upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
-    prog.tick(0.05, "running the model as uploaded and its captured graph")
-    upload_rel = check_mod.compare_with_upload(cap.upload, gm, sigs, upload_batches, spec.seed, spec.tolerance)
-    masked = masked_original(gm, analysis, removal)
-    prog.tick(0.2, "running the pruned model and the masked original")
-    result = check_mod.verify(pruned, masked, analysis.output_labels, removal, sigs, batches, spec.seed, spec.tolerance)
-    result.upload_max_rel, result.upload_batch_sizes = upload_rel, sorted(set(upload_batches))
-    report.check = result.to_dict()
-    prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
-    one = sample_inputs(sigs, 1 if cap.dynamic_batch else int(cap.example[0].shape[0]), spec.seed)
-    report.macs_before = count_macs(gm, one)
-    report.macs_after = count_macs(pruned, one)
-    report.params_before = count_parameters(gm)
-    report.params_after = count_parameters(pruned)
-
+    report = _report(load, cap, names, analysis, plan, removed, checked, exported, prog.timings)
     artifacts: dict[str, Path] = {}
-    final_model: nn.Module = pruned
-    if out_dir is not None:
-        prog.start("export", f"writing {out_fmt}")
-        state_names = list(_original_state_names(loaded, gm))
-        artifacts, load_back = export_mod.write(
-            pruned, out_fmt, Path(out_dir), cap.example, cap.dynamic_batch,
-            architecture=loaded.architecture or spec.architecture, state_names=state_names,
-        )
-        prog.tick(0.6, "loading the written model back to prove it")
-        final_model = _prove_artifact(load_back, pruned, sigs, batches, spec, artifacts)
-        report.params_after = count_parameters(final_model)
-        model_file = artifacts[ARTIFACT_NAMES[out_fmt]]
-        report.file_size_after = model_file.stat().st_size
-        prog.finish()
+    if exported is not None:
+        artifacts = dict(exported.artifacts)
         report_path = Path(out_dir) / REPORT_NAME
         with export_mod.atomic_path(report_path) as tmp:
             tmp.write_text(report.to_json())
         artifacts[REPORT_NAME] = report_path
-    else:
-        prog.finish()
-    return PruneResult(model=final_model, report=report, artifacts=artifacts)
+    return PruneResult(model=exported.model if exported else removed.pruned, report=report, artifacts=artifacts)
+
+
+def _load_stage(model: Any, spec: Spec, inputs: Path | None) -> _Load:
+    loaded = _load_any(model, spec)
+    out_fmt = loaded.format if spec.output_format == "same" else spec.output_format
+    return _Load(loaded, _signatures(spec, loaded, inputs), out_fmt)
+
+
+def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet | None):
+    """``eager``: the architecture's own forward will run the result (state-dict output)."""
+    module = load.loaded.module
+    frozen = frozen_tensors(module) if eager and isinstance(module, nn.Module) and not isinstance(module, torch.jit.ScriptModule) else {}
+    example2 = sample_inputs(load.sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
+    return analyse(cap.gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules)
+
+
+def _remove_stage(gm: fx.GraphModule, analysis, plan) -> _Removed:
+    removal = Removal.of(plan.removed, analysis.atoms.roots())
+    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal))
+
+
+def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Progress") -> _Checked:
+    gm, pruned = cap.gm, removed.pruned
+    batches = [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
+    upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
+    prog.tick(0.05, "running the model as uploaded and its captured graph")
+    upload_rel = check_mod.compare_with_upload(cap.upload, gm, sigs, upload_batches, spec.seed, spec.tolerance)
+    masked = masked_original(gm, analysis, removed.removal)
+    prog.tick(0.2, "running the pruned model and the masked original")
+    result = check_mod.verify(pruned, masked, analysis.output_labels, removed.removal, sigs, batches, spec.seed, spec.tolerance)
+    result.upload_max_rel, result.upload_batch_sizes = upload_rel, sorted(set(upload_batches))
+    prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
+    one = sample_inputs(sigs, 1 if cap.dynamic_batch else int(cap.example[0].shape[0]), spec.seed)
+    return _Checked(result, batches, count_macs(gm, one), count_macs(pruned, one),
+                    count_parameters(gm), count_parameters(pruned))
+
+
+def _export_stage(load: _Load, cap, pruned: fx.GraphModule, batches: list[int], spec: Spec, out_dir: Path,
+                  prog: "_Progress") -> _Exported:
+    artifacts, load_back = export_mod.write(
+        pruned, load.out_fmt, out_dir, cap.example, cap.dynamic_batch,
+        architecture=load.loaded.architecture or spec.architecture,
+        state_names=list(_original_state_names(load.loaded, cap.gm)),
+    )
+    prog.tick(0.6, "loading the written model back to prove it")
+    model = _prove_artifact(load_back, pruned, load.sigs, batches, spec, artifacts)
+    return _Exported(artifacts, model, count_parameters(model), artifacts[ARTIFACT_NAMES[load.out_fmt]].stat().st_size)
+
+
+def _report(load: _Load, cap, names: dict[str, str], analysis, plan, removed: _Removed, checked: _Checked,
+            exported: _Exported | None, timings: dict[str, float]) -> PruneReport:
+    """The report, built from the stages' results (and nothing else)."""
+    loaded = load.loaded
+    after = _tensors(removed.pruned)
+    warnings = [humanize_symbols(w, names) for w in cap.warnings]
+    warnings += [f"channels stop at {op}: no channel rule (they are kept)" for op in sorted({b.op for b in analysis.barriers})]
+    warnings += plan.warnings
+    return PruneReport(
+        input_format=loaded.format, output_format=load.out_fmt, architecture=loaded.architecture,
+        params_before=checked.params_before,
+        params_after=exported.params_after if exported else checked.params_after,
+        macs_before=checked.macs_before, macs_after=checked.macs_after,
+        file_size_before=loaded.size_bytes, file_size_after=exported.file_size if exported else 0,
+        dynamic_batch=cap.dynamic_batch,
+        channels_before=sum(len(g.roots) for g in plan.groups), channels_removed=len(plan.removed),
+        groups_found=len(plan.groups),
+        groups_pruned=sum(1 for g in plan.groups if g.remove is not None and len(g.remove)),
+        layers=[LayerChange(n, list(t.shape), list(after[n].shape)) for n, t in removed.tensors.items()
+                if n in after and tuple(after[n].shape) != tuple(t.shape)],
+        groups=[g.to_dict() for g in plan.groups],
+        barriers=[{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers],
+        kept=[{"param": n, "reason": why} for n, why in plan.pinned_reasons.items()],
+        check=checked.result.to_dict(), timings=dict(timings), warnings=warnings,
+    )
 
 
 def _original_state_names(loaded: LoadedModel, gm: fx.GraphModule) -> list[str]:
