@@ -128,3 +128,24 @@ def _removable(module: nn.Module, shape: tuple[int, ...]) -> set[str]:
 @pytest.mark.parametrize("name,op,removable", RULE_CASES, ids=[c[0] for c in RULE_CASES])
 def test_one_op_between_two_convs(name: str, op, removable: bool) -> None:  # type: ignore[no-untyped-def]
     assert ("a.weight" in _removable(Between(op), (2, 3, 8, 8))) is removable
+
+
+# -- arguments by name --------------------------------------------------------------------------
+
+
+def test_arguments_are_read_by_name_whatever_the_overload_and_defaults_fill_in() -> None:
+    import torch.fx as fx
+
+    from prunekit.analysis.arguments import bound, set_argument
+
+    g = fx.Graph()
+    x, w = g.placeholder("x"), g.placeholder("w")
+    conv2d = g.call_function(torch.ops.aten.conv2d.default, (x, w, None, [1, 1], [0, 0], [1, 1], 4))
+    conv = g.call_function(torch.ops.aten.convolution.default,
+                           (x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0]), {"groups": 2})
+    short = g.call_function(torch.ops.aten.conv2d.default, (x, w))
+    assert bound(conv2d)["groups"] == 4 and bound(conv)["groups"] == 2
+    assert bound(short)["groups"] == 1 and bound(short)["bias"] is None  # schema defaults
+    set_argument(conv2d, "groups", 8)
+    set_argument(conv, "groups", 3)
+    assert conv2d.args[6] == 8 and conv.kwargs["groups"] == 3  # written where the node passes it

@@ -87,6 +87,13 @@ class Ctx:
         output), where widths the code hard-codes cannot change."""
         return self.a.eager
 
+    @property
+    def args(self) -> dict[str, Any]:
+        """The current node's arguments by name, defaults filled in (``arguments.bound``)."""
+        from .arguments import bound
+
+        return bound(self.node)
+
     def arg(self, i: int, name: str, default: Any = None) -> Any:
         n = self.node
         if len(n.args) > i:

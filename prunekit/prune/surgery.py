@@ -17,6 +17,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..analysis.arguments import set_argument
 from ..analysis.walk import Analysis, find_rule
 from .removal import Removal
 
@@ -52,6 +53,11 @@ class Rewriter:
     def new_shape_of_output(self, node: fx.Node, i: int) -> tuple[int, ...]:
         shapes, labs = self.a.shapes.get(node.name), self.a.labels.get(node.name)
         return self._new(shapes[i], labs[i])
+
+    @staticmethod
+    def set_argument(node: fx.Node, name: str, value: Any) -> None:
+        """Set the argument ``name`` of ``node`` by its schema, wherever the node passes it."""
+        set_argument(node, name, value)
 
     @staticmethod
     def set_arg(node: fx.Node, index: int, name: str, value: Any) -> None:

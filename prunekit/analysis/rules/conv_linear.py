@@ -8,32 +8,18 @@ import numpy as np
 import torch
 import torch.fx as fx
 
+from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _as_array, _ops, rule
 from .elementwise import broadcast
 
 
 def _conv_parts(node: fx.Node) -> tuple[Any, Any, Any, bool, int]:
+    """Input, weight, bias, whether transposed, groups: by name, whichever conv overload."""
+    args = bound(node)
     name = node.target.overloadpacket.__name__ if isinstance(node.target, torch._ops.OpOverload) else ""
-    a = list(node.args)
-    kw = node.kwargs
-    x, w = a[0], a[1]
-    b = a[2] if len(a) > 2 else kw.get("bias")
-    if name in ("convolution", "_convolution"):
-        transposed = bool(a[6] if len(a) > 6 else kw.get("transposed", False))
-        groups = int(a[8] if len(a) > 8 else kw.get("groups", 1))
-    elif name.startswith("conv_transpose"):
-        transposed = True
-        groups = int(a[6] if len(a) > 6 else kw.get("groups", 1))
-    else:
-        transposed = False
-        groups = int(a[6] if len(a) > 6 else kw.get("groups", 1))
-    return x, w, b, transposed, groups
-
-
-def _groups_index(node: fx.Node) -> int:
-    name = node.target.overloadpacket.__name__
-    return 8 if name in ("convolution", "_convolution") else 6
+    transposed = bool(args.get("transposed", name.startswith("conv_transpose")))
+    return args["input"], args["weight"], args.get("bias"), transposed, int(args.get("groups", 1))
 
 
 def _conv_rewrite(rw, node: fx.Node) -> None:
@@ -45,7 +31,7 @@ def _conv_rewrite(rw, node: fx.Node) -> None:
         return
     new_groups = rw.new_shape(x)[1 if len(rw.orig_shape(x)) == len(wshape) else 0]
     if new_groups != groups:
-        rw.set_arg(node, _groups_index(node), "groups", new_groups)
+        rw.set_argument(node, "groups", new_groups)
 
 
 @rule(*_ops("conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose1d",
