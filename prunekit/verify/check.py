@@ -104,6 +104,13 @@ def compare_outputs(ref, got, *, restrict=None, scale_floor: float = 1e-12, stru
     return dev
 
 
+def check_inputs(sigs: list[InputSignature], batch_sizes: list[int], seed: int):
+    """The check's inputs, ``(batch, inputs)`` per batch size: the upload comparison and the
+    pruned-vs-masked check draw exactly the same ones."""
+    for i, b in enumerate(batch_sizes):
+        yield b, sample_inputs(sigs, b, seed + 1000 + i)
+
+
 def verify(
     pruned: fx.GraphModule,
     masked: fx.GraphModule,
@@ -120,8 +127,7 @@ def verify(
     def restrict(j: int, t: torch.Tensor) -> torch.Tensor:
         return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, removal)
 
-    for i, b in enumerate(batch_sizes):
-        x = sample_inputs(sigs, b, seed + 1000 + i)
+    for b, x in check_inputs(sigs, batch_sizes, seed):
         with torch.no_grad():
             try:
                 got = pruned(*x)
@@ -147,8 +153,7 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
     """Run the upload and the captured graph on the check's inputs; return the largest relative
     deviation, or raise ``CheckFailed`` when the capture is not the upload."""
     worst = 0.0
-    for i, b in enumerate(batch_sizes):
-        x = sample_inputs(sigs, b, seed + 1000 + i)
+    for b, x in check_inputs(sigs, batch_sizes, seed):
         with torch.no_grad():
             try:
                 ref = upload(*x)
