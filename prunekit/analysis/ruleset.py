@@ -1,8 +1,8 @@
 """The op table is open: :class:`Rule`, :class:`RuleSet`, and which table a node's rule comes from.
 
-Why this file exists: the built-in rules (``rules.py``) cover ATen.  A model that calls an op of
+Why this file exists: the built-in rules (``rules/``) cover ATen.  A model that calls an op of
 its own (a ``torch.library`` custom op, a vendor kernel) would have every channel that touches
-that op kept, and the only way out would be forking ``rules.py``.  Instead, in the spirit of
+that op kept, and the only way out would be forking ``rules/``.  Instead, in the spirit of
 Torch-Pruning's ``customized_pruners``, a user hands PruneKit more rules:
 
 * per call: ``prunekit.prune(model, spec, rules=extra)`` (and ``prune_to_dir(..., rules=extra)``);
