@@ -16,7 +16,16 @@ import torch.fx as fx
 
 def _schema(node: fx.Node):
     target = node.target
-    return target._schema if isinstance(target, torch._ops.OpOverload) else None
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema
+    if isinstance(target, torch._ops.OpOverloadPacket):  # the first overload the call fits
+        for name in target.overloads():
+            schema = getattr(target, name)._schema
+            positional = [a for a in schema.arguments if not a.kwarg_only]
+            names = {a.name for a in schema.arguments}
+            if len(node.args) <= len(positional) and set(node.kwargs) <= names:
+                return schema
+    return None
 
 
 def bound(node: fx.Node) -> dict[str, Any]:

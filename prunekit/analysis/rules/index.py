@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import torch.fx as fx
 
+from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _dim, _none, _ops, rule
 
 
 def _slice_bounds(node: fx.Node, size: int) -> tuple[int, int, int]:
-    start = node.args[2] if len(node.args) > 2 else node.kwargs.get("start")
-    end = node.args[3] if len(node.args) > 3 else node.kwargs.get("end")
-    step = node.args[4] if len(node.args) > 4 else node.kwargs.get("step", 1)
+    args = bound(node)
+    start, end, step = args.get("start"), args.get("end"), args.get("step", 1)
     s = slice(start if isinstance(start, int) else None, end if isinstance(end, int) else None, step)
     return s.indices(size)
 
 
 def _slice_rewrite(rw, node: fx.Node) -> None:
-    x = node.args[0]
-    d = _dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), len(rw.orig_shape(x)))
+    args = bound(node)
+    x = args["self"]
+    d = _dim(args.get("dim", 0), len(rw.orig_shape(x)))
     lab = rw.labels(x)[d]
     if lab is None or rw.orig_shape(x)[d] == rw.new_shape(x)[d]:
         return
@@ -32,11 +33,12 @@ def _slice_rewrite(rw, node: fx.Node) -> None:
 
 @rule(*_ops("slice"), rewrite=_slice_rewrite)
 def slice_(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = list(ctx.lab(node.args[0]))
-    d = _dim(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0), len(xl))
+    args = ctx.args
+    xl = list(ctx.lab(args["self"]))
+    d = _dim(args.get("dim", 0), len(xl))
     if xl[d] is not None:
         start, end, step = _slice_bounds(node, len(xl[d]))
-        if step != 1 or not all(isinstance(v, (int, type(None))) for v in node.args[2:4]):
+        if step != 1 or not all(isinstance(v, (int, type(None))) for v in (args.get("start"), args.get("end"))):
             ctx.pin(xl[d], "strided or dynamic slice")
             xl[d] = None
         else:
@@ -45,7 +47,8 @@ def slice_(ctx: Ctx, node: fx.Node) -> Labels:
 
 
 def _narrow_rewrite(rw, node: fx.Node) -> None:
-    x, d, start, length = node.args[:4]
+    args = bound(node)
+    x, d, start, length = args["self"], args["dim"], args["start"], args["length"]
     d = _dim(d, len(rw.orig_shape(x)))
     lab = rw.labels(x)[d]
     if lab is None or rw.orig_shape(x)[d] == rw.new_shape(x)[d]:
@@ -56,7 +59,8 @@ def _narrow_rewrite(rw, node: fx.Node) -> None:
 
 @rule(*_ops("narrow"), rewrite=_narrow_rewrite)
 def narrow(ctx: Ctx, node: fx.Node) -> Labels:
-    x, d, start, length = node.args[:4]
+    args = ctx.args
+    x, d, start, length = args["self"], args["dim"], args["start"], args["length"]
     xl = list(ctx.lab(x))
     d = _dim(d, len(xl))
     if xl[d] is not None:
@@ -65,7 +69,8 @@ def narrow(ctx: Ctx, node: fx.Node) -> Labels:
 
 
 def _select_rewrite(rw, node: fx.Node) -> None:
-    x, d, idx = node.args[:3]
+    args = bound(node)
+    x, d, idx = args["self"], args["dim"], args["index"]
     d = _dim(d, len(rw.orig_shape(x)))
     lab = rw.labels(x)[d]
     if lab is None:
@@ -76,7 +81,8 @@ def _select_rewrite(rw, node: fx.Node) -> None:
 
 @rule(*_ops("select"), rewrite=_select_rewrite)
 def select(ctx: Ctx, node: fx.Node) -> Labels:
-    x, d, idx = node.args[:3]
+    args = ctx.args
+    x, d, idx = args["self"], args["dim"], args["index"]
     xl = ctx.lab(x)
     d = _dim(d, len(xl))
     if xl[d] is not None:
@@ -86,10 +92,11 @@ def select(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("index_select"))
 def index_select(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = list(ctx.lab(node.args[0]))
-    d = _dim(node.args[1], len(xl))
+    args = ctx.args
+    xl = list(ctx.lab(args["self"]))
+    d = _dim(args["dim"], len(xl))
     ctx.pin(xl[d], "gathered by index")
-    ctx.pin_all(ctx.lab(node.args[2]), "index values")
+    ctx.pin_all(ctx.lab(args["index"]), "index values")
     xl[d] = None
     return tuple(xl)
 
