@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
+from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _ops, rule
 
@@ -18,25 +19,30 @@ def _per_channel(ctx: Ctx, xl: Labels, params: list, cdim: int = 1) -> Labels:
 
 @rule(*_ops("batch_norm", "instance_norm"))
 def batch_norm(ctx: Ctx, node: fx.Node) -> Labels:
-    return _per_channel(ctx, ctx.lab(node.args[0]), list(node.args[1:5]))
+    return _per_channel(ctx, ctx.lab(ctx.args["input"]), _norm_params(ctx))
+
+
+def _norm_params(ctx: Ctx) -> list:
+    args = ctx.args
+    return [args.get(k) for k in ("weight", "bias", "running_mean", "running_var")]
 
 
 @rule(*_ops("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
             "_native_batch_norm_legit_functional"))
 def native_batch_norm(ctx: Ctx, node: fx.Node) -> list:
-    out = _per_channel(ctx, ctx.lab(node.args[0]), list(node.args[1:5]))
+    out = _per_channel(ctx, ctx.lab(ctx.args["input"]), _norm_params(ctx))
     rest = ctx.out_shapes()
     extra = [tuple(None for _ in s) if isinstance(s, tuple) else None for s in rest[1:]] if isinstance(rest, list) else []
     return [out, *extra]
 
 
-def _layer_norm(ctx: Ctx, node: fx.Node, weight_idx: int) -> Labels:
-    xl = ctx.lab(node.args[0])
-    ns = node.args[1]
-    k = len(ns)
+def _layer_norm(ctx: Ctx, node: fx.Node) -> Labels:
+    args = ctx.args
+    xl = ctx.lab(args["input"])
+    k = len(args["normalized_shape"])
     for d in xl[-k:]:
         ctx.pin(d, "normalised over by a layer/RMS norm")
-    for p in node.args[weight_idx : weight_idx + 2]:
+    for p in (args.get("weight"), args.get("bias")):
         if isinstance(p, fx.Node) and ctx.is_tensor(p):
             ctx.pin_all(ctx.lab(p), "layer/RMS norm affine")
     return xl
@@ -44,33 +50,35 @@ def _layer_norm(ctx: Ctx, node: fx.Node, weight_idx: int) -> Labels:
 
 @rule(*_ops("layer_norm", "rms_norm"))
 def layer_norm(ctx: Ctx, node: fx.Node) -> Labels:
-    return _layer_norm(ctx, node, 2)
+    return _layer_norm(ctx, node)
 
 
 @rule(*_ops("native_layer_norm"))
 def native_layer_norm(ctx: Ctx, node: fx.Node) -> list:
-    out = _layer_norm(ctx, node, 2)
+    out = _layer_norm(ctx, node)
     rest = ctx.out_shapes()
     return [out] + [tuple(None for _ in s) for s in rest[1:]]
 
 
 def _group_norm_rewrite(rw, node: fx.Node) -> None:
-    x = node.args[0]
+    args = bound(node)
+    x = args["input"]
     c0, c1 = rw.orig_shape(x)[1], rw.new_shape(x)[1]
     if c0 != c1:
-        groups = int(node.args[1])
-        rw.set_arg(node, 1, "num_groups", c1 // (c0 // groups))
+        groups = int(args["num_groups"])
+        rw.set_argument(node, "num_groups", c1 // (c0 // groups))
 
 
 @rule(*_ops("group_norm"), rewrite=_group_norm_rewrite)
 def group_norm(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = list(ctx.lab(node.args[0]))
-    groups = int(node.args[1])
-    c = ctx.shape(node.args[0])[1]
+    args = ctx.args
+    xl = list(ctx.lab(args["input"]))
+    groups = int(args["num_groups"])
+    c = ctx.shape(args["input"])[1]
     if xl[1] is not None:
         per = c // groups
         for g in range(groups):  # statistics are per group: a group goes whole or stays
             ctx.merge(xl[1][g * per : (g + 1) * per])
             if (xl[1][g * per : (g + 1) * per] < 0).any():
                 ctx.pin(xl[1][g * per : (g + 1) * per], "group norm group with fixed channels")
-    return _per_channel(ctx, tuple(xl), list(node.args[2:4]))
+    return _per_channel(ctx, tuple(xl), [args.get("weight"), args.get("bias")])
