@@ -4,12 +4,18 @@ The stages, in order, each reported through the progress callback:
 
 ``load`` → ``capture`` → ``analyse`` → ``rank`` → ``remove`` → ``check`` → ``export``
 
+With calibration data two more may run: ``calibrate`` (BatchNorm statistics re-estimated, after
+``rank``) and ``evaluate`` (the original and the pruned model on the held-out samples, after
+``check``); a sweep runs ``rank`` … ``evaluate`` once per setting inside one ``sweep`` stage.
+
 Nothing is returned or written unless the check passed: the pruned model computes what the
 original computes with the removed channels zeroed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,13 +44,24 @@ from .spec import Spec, parse_spec
 from .prune.removal import Removal
 from .prune.surgery import apply
 from .capture import capture, humanize_symbols, symbol_names
+from . import sweep as sweep_mod
+from .data import batch_norm as bn_mod
+from .data.calibration import Calibration, check_targets, load_calibration, signatures_from
+from .data.objective import evaluate, evaluation_report, first_tensor
+from .errors import InvalidCalibration
+from .prune import unstructured
+from .prune.importance import RankInputs, get_criterion
+from .prune.target import TargetSearch
+import numpy as np
 
 ProgressCallback = Callable[[str, float, str], None]
 """``(stage, fraction, message)``: ``fraction`` is the overall progress, from 0 to 1."""
 
 STAGES = ("load", "capture", "analyse", "rank", "remove", "check", "export")
-_SPAN = {"load": (0.0, 0.05), "capture": (0.05, 0.3), "analyse": (0.3, 0.45), "rank": (0.45, 0.5),
-         "remove": (0.5, 0.55), "check": (0.55, 0.75), "export": (0.75, 1.0)}
+DATA_STAGES = ("calibrate", "evaluate", "sweep")  # run only with calibration data
+_SPAN = {"load": (0.0, 0.05), "capture": (0.05, 0.3), "analyse": (0.3, 0.4), "rank": (0.4, 0.5),
+         "calibrate": (0.5, 0.53), "remove": (0.53, 0.56), "check": (0.56, 0.7), "evaluate": (0.7, 0.75),
+         "sweep": (0.4, 0.75), "export": (0.75, 1.0)}
 
 
 @dataclass
@@ -55,11 +72,23 @@ class PruneResult:
 
 
 class _Progress:
+    """Stage starts, ticks within a stage, and the seconds each stage took.
+
+    Inside a sweep (:meth:`setting`) the stages of one setting are not stages of the job: their
+    starts and ticks become ticks of the ``sweep`` stage, within that setting's share of it.
+    """
+
     def __init__(self, cb: ProgressCallback | None) -> None:
         self.cb, self.t0, self.stage = cb, time.perf_counter(), None
         self.timings: dict[str, float] = {}
+        self.window: tuple[float, float, str] | None = None  # (lo, hi, label) of the current sweep setting
+        self.inner: str | None = None                        # the setting's own stage
 
     def start(self, stage: str, message: str) -> None:
+        if self.window is not None:
+            self.inner = stage
+            self._emit(0.0, message)
+            return
         self.finish()
         self.stage, self.t0 = stage, time.perf_counter()
         if self.cb:
@@ -67,11 +96,38 @@ class _Progress:
 
     def tick(self, within: float, message: str) -> None:
         """Progress inside a long stage (also where a caller may cancel by raising)."""
-        if self.cb and self.stage is not None:
+        if self.window is not None:
+            self._emit(within, message)
+        elif self.cb and self.stage is not None:
             lo, hi = _SPAN[self.stage]
             self.cb(self.stage, lo + (hi - lo) * min(max(within, 0.0), 0.99), message)
 
+    _INNER = ("rank", "calibrate", "remove", "check", "evaluate")
+
+    def _emit(self, within: float, message: str) -> None:
+        lo, hi, label = self.window
+        k = self._INNER.index(self.inner) if self.inner in self._INNER else 0
+        within = (k + min(max(within, 0.0), 1.0)) / len(self._INNER)
+        if self.cb and self.stage is not None:
+            slo, shi = _SPAN[self.stage]
+            f = lo + (hi - lo) * min(max(within, 0.0), 0.99)
+            self.cb(self.stage, slo + (shi - slo) * f, f"{label}: {message}")
+
+    @contextlib.contextmanager
+    def setting(self, k: int, n: int, label: str):
+        self.window = (k / n, (k + 1) / n, label)
+        try:
+            yield
+        finally:
+            self.window = None
+
+    def sub(self, lo: float, hi: float):
+        """A ``(within, message)`` callback for a sub-task that takes ``[lo, hi]`` of the stage."""
+        return lambda within, message: self.tick(lo + (hi - lo) * within, message)
+
     def finish(self) -> None:
+        if self.window is not None:
+            return
         if self.stage is not None:
             self.timings[self.stage] = round(time.perf_counter() - self.t0, 4)
             if self.cb:
@@ -79,7 +135,9 @@ class _Progress:
             self.stage = None
 
 
-def _signatures(spec: Spec, loaded: LoadedModel, inputs: Path | None) -> list[InputSignature]:
+def _signatures(spec: Spec, loaded: LoadedModel, inputs: Path | None, cal_source=None) -> list[InputSignature] | None:
+    """The example inputs: a file, the spec, the architecture's defaults; ``None`` when only
+    calibration data can tell (then its samples' shapes are used)."""
     if inputs is not None:
         return from_safetensors(Path(inputs))
     if spec.inputs:
@@ -88,7 +146,26 @@ def _signatures(spec: Spec, loaded: LoadedModel, inputs: Path | None) -> list[In
         defaults = get_architecture(loaded.architecture).example_inputs
         if defaults:
             return from_specs(defaults)
+    if cal_source is not None:
+        return None
     raise InvalidSpec("inputs: the spec gives no example inputs (add inputs: [{\"shape\": [...], \"dtype\": ...}])")
+
+
+def _argument_names(loaded: LoadedModel) -> list[str] | None:
+    """The model's input names (for calibration files keyed by them), where the file says."""
+    import inspect
+
+    try:
+        if isinstance(loaded.module, torch.jit.ScriptModule):
+            return [a.name for a in loaded.module.forward.schema.arguments[1:]]
+        if loaded.module is not None:
+            return [n for n, p in inspect.signature(loaded.module.forward).parameters.items()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if loaded.program is not None:
+            return [s.arg.name for s in loaded.program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    except Exception:  # names are a convenience: positional keys always work
+        return None
+    return None
 
 
 def _load_any(model: Any, spec: Spec) -> LoadedModel:
@@ -117,13 +194,16 @@ def _tensors(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
 
 
 def _run(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
-         out_dir: Path | None, rules: RulesArg = None) -> PruneResult:
+         out_dir: Path | None, rules: RulesArg = None, calibration: Any = None) -> PruneResult:
     extra = extra_rules(rules)  # a malformed rules= fails here, before any work
+    if spec.needs_data and calibration is None:
+        raise InvalidCalibration(f"{', '.join(spec.needs_data)} need calibration data: give a .safetensors file "
+                                 "with 'inputs' (and optional 'targets')", field="calibration")
     with warnings.catch_warnings():
         # torch's export/deepcopy machinery warns about its own internals; our report says what matters
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
-        return _run_stages(model, spec, inputs, progress, out_dir, rules=extra)
+        return _run_stages(model, spec, inputs, progress, out_dir, rules=extra, calibration=calibration)
 
 
 @dataclass
@@ -131,13 +211,17 @@ class _Load:
     loaded: LoadedModel
     sigs: list[InputSignature]
     out_fmt: str
+    cal: Calibration | None = None
+    original_eval: dict | None = None  # the original on the held-out samples (evaluated once)
 
 
 @dataclass
 class _Removed:
     tensors: dict[str, torch.Tensor]   # the captured graph's, before
-    removal: Removal
+    removal: Removal | None            # None: unstructured (no channel leaves)
     pruned: fx.GraphModule
+    reference: fx.GraphModule          # what the check compares it with (the masked original)
+    source: fx.GraphModule             # the graph it was cut from (the capture, or it with new BN statistics)
 
 
 @dataclass
@@ -158,32 +242,54 @@ class _Exported:
     file_size: int
 
 
+@dataclass
+class _Setting:
+    """One prune of the captured model: what was chosen, cut, checked and (with data) evaluated."""
+
+    spec: Spec
+    plan: Any                           # prune.plan.Plan (structured) or {weight: mask} (unstructured)
+    removed: _Removed
+    checked: _Checked
+    evaluation: dict | None = None
+    extra: dict = field(default_factory=dict)  # report sections: sparsity, target, importance, calibration
+
+
 def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressCallback | None,
-                out_dir: Path | None, *, rules: RuleSet | None = None) -> PruneResult:
+                out_dir: Path | None, *, rules: RuleSet | None = None, calibration: Any = None) -> PruneResult:
     prog = _Progress(progress)
-    prog.start("load", "reading the model")
-    load = _load_stage(model, spec, inputs)
+    prog.start("load", "reading the model" + (" and the calibration data" if calibration is not None else ""))
+    load = _load_stage(model, spec, inputs, calibration)
     prog.start("capture", f"capturing the {load.loaded.format} model as a graph")
     cap = capture(load.loaded, load.sigs, seed=spec.seed)
     names = symbol_names(cap.gm)
     try:
-        prog.start("analyse", "finding coupled channels")
-        analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
-        prog.start("rank", f"ranking channels by {spec.importance}")
-        plan = make_plan(analysis, _tensors(cap.gm), spec)
-        prog.start("remove", f"removing {len(plan.removed)} channels")
-        removed = _remove_stage(cap.gm, analysis, plan)
-        prog.start("check", "comparing with the masked original")
-        checked = _check_stage(cap, analysis, removed, load.sigs, spec, prog)
+        if load.cal is not None:
+            with torch.no_grad():
+                check_targets(load.cal, first_tensor(cap.gm(*load.cal.example())))
+        analysis = None
+        if spec.method == "structured":
+            prog.start("analyse", "finding coupled channels")
+            analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
+        # the upload is compared with its capture once: every setting is cut from that capture
+        upload_batches, upload_rel = _compare_upload(cap, load.sigs, spec)
+        inp = RankInputs(analysis=analysis, tensors=_tensors(cap.gm), spec=spec, gm=cap.gm, calibration=load.cal)
+        sweep = None
+        if spec.sweep is not None:
+            sweep, chosen = _sweep_stage(load, cap, analysis, inp, spec, prog)
+        else:
+            chosen = _prune_setting(load, cap, analysis, inp, spec, prog)
+        chosen.checked.result.upload_max_rel, chosen.checked.result.upload_batch_sizes = upload_rel, upload_batches
         exported = None
         if out_dir is not None:
             prog.start("export", f"writing {load.out_fmt}")
-            exported = _export_stage(load, cap, removed.pruned, checked.batches, spec, Path(out_dir), prog)
+            exported = _export_stage(load, cap, chosen.removed.pruned, chosen.checked.batches, spec, Path(out_dir), prog)
+            if sweep is not None:
+                exported.artifacts.update(sweep_mod.write(sweep, Path(out_dir)))
         prog.finish()
     except PruneKitError as exc:  # speak of the user's dims ("batch"), not torch's symbols ("s22")
         exc.args = (humanize_symbols(str(exc), names),)
         raise
-    report = _report(load, cap, names, analysis, plan, removed, checked, exported, prog.timings)
+    report = _report(load, cap, names, analysis, chosen, exported, prog.timings, sweep)
     artifacts: dict[str, Path] = {}
     if exported is not None:
         artifacts = dict(exported.artifacts)
@@ -191,13 +297,20 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         with export_mod.atomic_path(report_path) as tmp:
             tmp.write_text(report.to_json())
         artifacts[REPORT_NAME] = report_path
-    return PruneResult(model=exported.model if exported else removed.pruned, report=report, artifacts=artifacts)
+    return PruneResult(model=exported.model if exported else chosen.removed.pruned, report=report, artifacts=artifacts)
 
 
-def _load_stage(model: Any, spec: Spec, inputs: Path | None) -> _Load:
+def _load_stage(model: Any, spec: Spec, inputs: Path | None, cal_source: Any = None) -> _Load:
     loaded = _load_any(model, spec)
     out_fmt = loaded.format if spec.output_format == "same" else spec.output_format
-    return _Load(loaded, _signatures(spec, loaded, inputs), out_fmt)
+    sigs = _signatures(spec, loaded, inputs, cal_source)
+    cal = None
+    if cal_source is not None:
+        cal = load_calibration(cal_source, sigs=sigs, arg_names=_argument_names(loaded), batch_size=spec.batch_size,
+                               num_batches=spec.num_batches, holdout=spec.holdout, loss=spec.loss, seed=spec.seed)
+        if sigs is None:
+            sigs = signatures_from(cal)
+    return _Load(loaded, sigs, out_fmt, cal)
 
 
 def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet | None):
@@ -208,23 +321,156 @@ def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet 
     return analyse(cap.gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules)
 
 
-def _remove_stage(gm: fx.GraphModule, analysis, plan) -> _Removed:
+def _check_batches(cap) -> list[int]:
+    return [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
+
+
+def _compare_upload(cap, sigs, spec: Spec) -> tuple[list[int], float]:
+    batches = _check_batches(cap)
+    upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
+    rel = check_mod.compare_with_upload(cap.upload, cap.gm, sigs, upload_batches, spec.seed, spec.tolerance)
+    return sorted(set(upload_batches)), rel
+
+
+def _one_input(cap, sigs, spec: Spec) -> tuple:
+    return sample_inputs(sigs, 1 if cap.dynamic_batch else int(cap.example[0].shape[0]), spec.seed)
+
+
+def _prune_setting(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog: "_Progress") -> _Setting:
+    """rank → (calibrate) → remove → check → (evaluate), for one spec."""
+    inp.spec = spec
+    if spec.method == "unstructured":
+        return _unstructured_setting(load, cap, inp, spec, prog)
+    prog.start("rank", f"ranking channels by {spec.importance}")
+    inp.progress = prog.sub(0.0, 1.0)
+    extra: dict = {}
+    search = TargetSearch(analysis, cap.gm, _tensors(cap.gm), spec, _one_input(cap, load.sigs, spec)) if spec.target else None
+    plan = make_plan(analysis, _tensors(cap.gm), spec, inp=inp, target_search=search)
+    if search is not None:
+        plan, extra["target"] = _meet_target(search, analysis, plan, spec, inp, cap, load, prog)
+    source = cap.gm
     removal = Removal.of(plan.removed, analysis.atoms.roots())
-    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal))
+    if spec.recalibrate_bn:
+        prog.start("calibrate", "re-estimating BatchNorm statistics on the calibration inputs")
+        source, extra["calibration"] = _recalibrate(cap.gm, analysis, removal, load.cal, prog)
+    prog.start("remove", f"removing {len(plan.removed)} channels")
+    removed = _remove_stage(source, analysis, removal)
+    prog.start("check", "comparing with the masked original")
+    checked = _check_stage(cap, analysis, removed, load.sigs, spec, prog)
+    if "gradprobe" in inp.details:
+        extra["importance"] = {"gradprobe": dict(inp.details["gradprobe"])}
+    setting = _Setting(spec, plan, removed, checked, extra=extra)
+    _evaluate_stage(setting, cap, load, prog)
+    return setting
+
+
+def _recalibrate(gm: fx.GraphModule, analysis, removal: Removal, cal: Calibration, prog: "_Progress"):
+    """New BN statistics measured on the masked original, written into a copy of ``gm``."""
+    masked = masked_original(gm, analysis, removal)
+    nodes = len(bn_mod.batch_norm_nodes(gm))
+    stats = bn_mod.estimate(masked, cal, on_batch=lambda k: prog.tick((k + 1) / cal.num_batches,
+                                                                      f"batch {k + 1}/{cal.num_batches}"))
+    source = copy.deepcopy(gm)
+    bn_mod.write_statistics(source, stats)
+    info = {"batch_norms": nodes, "samples": min(cal.num_batches * cal.batch_size, len(cal.train_index)),
+            "note": "the check compares with the uploaded model carrying the same new statistics"}
+    return source, info
+
+
+def _meet_target(search: TargetSearch, analysis, plan, spec: Spec, inp: RankInputs, cap, load: _Load,
+                 prog: "_Progress"):
+    """Count the real MACs/params of the plan; where the modelled cost missed the target, correct
+    the model by what it missed and re-plan (a few times at most)."""
+    one = _one_input(cap, load.sigs, spec)
+    before = count_macs(cap.gm, one) if search.metric == "macs" else count_parameters(cap.gm)
+
+    def real(plan) -> int:
+        m = apply(cap.gm, analysis, Removal.of(plan.removed, analysis.atoms.roots()))
+        return count_macs(m, one) if search.metric == "macs" else count_parameters(m)
+
+    reached = real(plan) / before if before > 0 else 1.0
+    for _ in range(3):
+        if reached <= spec.target.fraction or get_criterion(spec.importance).name == "gradprobe" or before <= 0:
+            break
+        modelled = search.modelled_fraction(plan.removed)
+        search.corrected(reached, modelled)
+        prog.tick(0.5, f"target {search.metric} {spec.target.fraction}: reached {reached:.3f}, removing more")
+        plan = make_plan(analysis, _tensors(cap.gm), spec, inp=inp, target_search=search)
+        reached = real(plan) / before
+    info = {"metric": search.metric, "requested": spec.target.fraction, "reached": round(reached, 6),
+            "met": reached <= spec.target.fraction + 1e-9}
+    if not info["met"]:
+        info["why"] = ("gradprobe restored candidates whose gradients grew" if get_criterion(spec.importance).name == "gradprobe"
+                       else "every removable channel is gone, or min_channels/round_to keep the rest")
+    return plan, info
+
+
+def _unstructured_setting(load: _Load, cap, inp: RankInputs, spec: Spec, prog: "_Progress") -> _Setting:
+    prog.start("rank", f"scoring weights by {spec.importance}")
+    inp.progress = prog.sub(0.0, 1.0)
+    names = unstructured.eligible(cap.gm, spec)
+    if not names:
+        raise InvalidSpec("method unstructured: the model has no weight matrix to sparsify (or ignore lists them all)")
+    masks = unstructured.choose(inp, names)
+    prog.start("remove", "zeroing the chosen weights")
+    pruned = unstructured.zeroed(cap.gm, masks)
+    removed = _Removed(_tensors(cap.gm), None, pruned, unstructured.masked_in_graph(cap.gm, masks), cap.gm)
+    prog.start("check", "comparing with the uploaded model, its weights masked in the graph")
+    checked = _check_stage(cap, None, removed, load.sigs, spec, prog)
+    extra = {"sparsity": unstructured.report(cap.gm, masks, spec)}
+    if "gradprobe" in inp.details:
+        extra["importance"] = {"gradprobe": dict(inp.details["gradprobe"])}
+    setting = _Setting(spec, masks, removed, checked, extra=extra)
+    _evaluate_stage(setting, cap, load, prog)
+    return setting
+
+
+def _evaluate_stage(setting: _Setting, cap, load: _Load, prog: "_Progress") -> None:
+    cal = load.cal
+    if cal is None or not len(cal.holdout_index):
+        return
+    prog.start("evaluate", f"evaluating on {len(cal.holdout_index)} held-out samples")
+    if load.original_eval is None:
+        load.original_eval = evaluate(cap.gm, cal, reference=cap.gm)
+    pruned = evaluate(setting.removed.pruned, cal, reference=cap.gm)
+    setting.evaluation = evaluation_report(load.original_eval, pruned, cal.loss)
+
+
+def _sweep_stage(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog: "_Progress"):
+    sw = spec.sweep
+    prog.start("sweep", f"{len(sw.values)} settings of {sw.parameter}")
+    settings: list[_Setting] = []
+    rows = []
+    for k, value in enumerate(sw.values):
+        label = f"setting {k + 1}/{len(sw.values)} ({sw.parameter} {value:g})"
+        spec_k = spec.model_copy(update={sw.parameter: value, "sweep": None})
+        with prog.setting(k, len(sw.values), label):
+            try:
+                s = _prune_setting(load, cap, analysis, inp, spec_k, prog)
+            except InvalidSpec as exc:  # a setting that prunes nothing is a row, not a failed job
+                rows.append(sweep_mod.failed_row(sw.parameter, value, str(exc)))
+                settings.append(None)
+                continue
+        settings.append(s)
+        rows.append(sweep_mod.row(sw.parameter, value, s))
+    result = sweep_mod.select(spec, rows, load.original_eval)
+    prog.tick(0.99, f"selected {sw.parameter} {result.selected:g}")
+    return result, settings[result.index]
+
+
+def _remove_stage(gm: fx.GraphModule, analysis, removal: Removal) -> _Removed:
+    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal), masked_original(gm, analysis, removal), gm)
 
 
 def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Progress") -> _Checked:
     gm, pruned = cap.gm, removed.pruned
-    batches = [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
-    upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
-    prog.tick(0.05, "running the model as uploaded and its captured graph")
-    upload_rel = check_mod.compare_with_upload(cap.upload, gm, sigs, upload_batches, spec.seed, spec.tolerance)
-    masked = masked_original(gm, analysis, removed.removal)
+    batches = _check_batches(cap)
     prog.tick(0.2, "running the pruned model and the masked original")
-    result = check_mod.verify(pruned, masked, analysis.output_labels, removed.removal, sigs, batches, spec.seed, spec.tolerance)
-    result.upload_max_rel, result.upload_batch_sizes = upload_rel, sorted(set(upload_batches))
+    out_labels = analysis.output_labels if analysis is not None else []
+    removal = removed.removal if removed.removal is not None else Removal(np.zeros(0, dtype=bool))
+    result = check_mod.verify(pruned, removed.reference, out_labels, removal, sigs, batches, spec.seed, spec.tolerance)
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
-    one = sample_inputs(sigs, 1 if cap.dynamic_batch else int(cap.example[0].shape[0]), spec.seed)
+    one = _one_input(cap, sigs, spec)
     return _Checked(result, batches, count_macs(gm, one), count_macs(pruned, one),
                     count_parameters(gm), count_parameters(pruned))
 
@@ -241,30 +487,47 @@ def _export_stage(load: _Load, cap, pruned: fx.GraphModule, batches: list[int], 
     return _Exported(artifacts, model, count_parameters(model), artifacts[ARTIFACT_NAMES[load.out_fmt]].stat().st_size)
 
 
-def _report(load: _Load, cap, names: dict[str, str], analysis, plan, removed: _Removed, checked: _Checked,
-            exported: _Exported | None, timings: dict[str, float]) -> PruneReport:
+def _report(load: _Load, cap, names: dict[str, str], analysis, chosen: _Setting, exported: _Exported | None,
+            timings: dict[str, float], sweep=None) -> PruneReport:
     """The report, built from the stages' results (and nothing else)."""
-    loaded = load.loaded
+    loaded, removed, checked = load.loaded, chosen.removed, chosen.checked
     after = _tensors(removed.pruned)
     warnings = [humanize_symbols(w, names) for w in cap.warnings]
-    warnings += [f"channels stop at {op}: no channel rule (they are kept)" for op in sorted({b.op for b in analysis.barriers})]
-    warnings += plan.warnings
+    structured = analysis is not None
+    if structured:
+        plan = chosen.plan
+        warnings += [f"channels stop at {op}: no channel rule (they are kept)" for op in sorted({b.op for b in analysis.barriers})]
+        warnings += plan.warnings
+        groups = {
+            "channels_before": sum(len(g.roots) for g in plan.groups), "channels_removed": len(plan.removed),
+            "groups_found": len(plan.groups),
+            "groups_pruned": sum(1 for g in plan.groups if g.remove is not None and len(g.remove)),
+            "groups": [g.to_dict() for g in plan.groups],
+            "barriers": [{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers],
+            "kept": [{"param": n, "reason": why} for n, why in plan.pinned_reasons.items()],
+        }
+    else:
+        groups = {}
+    data = {}
+    if load.cal is not None:
+        cal = load.cal
+        data = {"samples": cal.samples, "train_samples": len(cal.train_index), "holdout_samples": len(cal.holdout_index),
+                "batch_size": cal.batch_size, "num_batches": cal.num_batches, "loss": cal.loss, "inputs": cal.names}
     return PruneReport(
         input_format=loaded.format, output_format=load.out_fmt, architecture=loaded.architecture,
+        method=chosen.spec.method, importance=chosen.spec.importance,
         params_before=checked.params_before,
         params_after=exported.params_after if exported else checked.params_after,
         macs_before=checked.macs_before, macs_after=checked.macs_after,
         file_size_before=loaded.size_bytes, file_size_after=exported.file_size if exported else 0,
         dynamic_batch=cap.dynamic_batch,
-        channels_before=sum(len(g.roots) for g in plan.groups), channels_removed=len(plan.removed),
-        groups_found=len(plan.groups),
-        groups_pruned=sum(1 for g in plan.groups if g.remove is not None and len(g.remove)),
         layers=[LayerChange(n, list(t.shape), list(after[n].shape)) for n, t in removed.tensors.items()
                 if n in after and tuple(after[n].shape) != tuple(t.shape)],
-        groups=[g.to_dict() for g in plan.groups],
-        barriers=[{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers],
-        kept=[{"param": n, "reason": why} for n, why in plan.pinned_reasons.items()],
         check=checked.result.to_dict(), timings=dict(timings), warnings=warnings,
+        calibration=data, evaluation=chosen.evaluation, sparsity=chosen.extra.get("sparsity"),
+        target=chosen.extra.get("target"), importance_details=chosen.extra.get("importance"),
+        batch_norm=chosen.extra.get("calibration"), sweep=sweep.to_dict() if sweep is not None else None,
+        **groups,
     )
 
 
@@ -311,22 +574,32 @@ def _remove(artifacts: dict[str, Path]) -> None:
 
 
 def prune(model: Any, spec: "Spec | dict | str | Path", *, inputs: "str | Path | None" = None,
-          progress: ProgressCallback | None = None, rules: RulesArg = None) -> PruneResult:
+          progress: ProgressCallback | None = None, rules: RulesArg = None, calibration: Any = None) -> PruneResult:
     """Prune ``model`` (a file path, bytes, an ``nn.Module`` or a ``ScriptModule``) following ``spec``.
 
     Returns the pruned, checked model (a ``torch.fx.GraphModule``) and its report; writes nothing.
     Raises :class:`prunekit.PruneKitError` subclasses for anything the caller can fix.
     ``rules`` teaches the analysis ops it has no rule for (a :class:`prunekit.RuleSet` or a dict
     ``{op: prunekit.Rule}``, or a list of them); they win over the built-in rules for their ops.
+    ``calibration`` is the user's data (a ``.safetensors`` path or bytes, or a dict of tensors
+    ``{"inputs": ..., "targets": ...}``): the data-driven criteria, ``recalibrate_bn``, sweeps and
+    the report's ``evaluation`` use it.
     """
-    return _run(model, parse_spec(spec), Path(inputs) if inputs else None, progress, None, rules)
+    return _run(model, parse_spec(spec), Path(inputs) if inputs else None, progress, None, rules,
+                _calibration_arg(calibration))
+
+
+def _calibration_arg(calibration: Any) -> Any:
+    if calibration is None or isinstance(calibration, (bytes, bytearray, dict)):
+        return calibration
+    return Path(calibration)
 
 
 def prune_to_dir(model_path: "str | Path", spec: "Spec | dict | str | Path", out_dir: "str | Path", *,
                  inputs_path: "str | Path | None" = None, progress: ProgressCallback | None = None,
-                 rules: RulesArg = None) -> PruneResult:
+                 rules: RulesArg = None, calibration_path: "str | Path | None" = None) -> PruneResult:
     """Prune the file at ``model_path`` and write the model, ``report.json`` (and for state-dict
     outputs ``manifest.json``) into ``out_dir``, each file atomically.  ``result.model`` is the
-    written model loaded back."""
+    written model loaded back.  With a sweep, ``sweep.json`` and ``sweep.png`` are written too."""
     return _run(Path(model_path), parse_spec(spec), Path(inputs_path) if inputs_path else None, progress, Path(out_dir),
-                rules)
+                rules, _calibration_arg(calibration_path))

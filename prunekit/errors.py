@@ -56,6 +56,17 @@ class InvalidSpec(PruneKitError):
     code = "invalid_spec"
 
 
+class InvalidCalibration(InvalidSpec):
+    """The calibration data does not fit the model or the spec (shapes, dtypes, too few samples,
+    targets out of range).  ``details`` names the field, as a spec error does."""
+
+    code = "invalid_calibration"
+
+    def __init__(self, message: str, *, field: str = "calibration") -> None:
+        super().__init__(f"{field}: {message}")
+        self.details = [{"path": field, "message": message}]
+
+
 class InvalidRule(PruneKitError, TypeError):
     """An extra channel rule (``prune(..., rules=...)``) is not one: its key is not an op or its
     value not a :class:`prunekit.Rule`.  Also a ``TypeError``, since it is a programming error."""

@@ -19,6 +19,8 @@ class PruneReport:
     input_format: str
     output_format: str
     architecture: str | None = None
+    method: str = "structured"
+    importance: str = "l2"
     params_before: int = 0
     params_after: int = 0
     macs_before: int = 0
@@ -37,6 +39,13 @@ class PruneReport:
     check: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)  # the data used (empty: none given)
+    evaluation: dict[str, Any] | None = None   # loss/accuracy of original and pruned on the held-out part
+    sparsity: dict[str, Any] | None = None     # unstructured: the sparsity reached, per layer and overall
+    target: dict[str, Any] | None = None       # target macs/params: requested and reached
+    importance_details: dict[str, Any] | None = None  # what a criterion reports (gradprobe: candidates, restored)
+    batch_norm: dict[str, Any] | None = None   # recalibrate_bn: what was re-estimated
+    sweep: dict[str, Any] | None = None        # one row per setting, and the one selected
 
     @property
     def param_reduction(self) -> float:

@@ -67,6 +67,71 @@ class ChannelRemoval(BaseModel):
         return sorted(set(channels))
 
 
+class Target(BaseModel):
+    """Prune by global ranking until the model keeps at most this fraction of its MACs or params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    macs: float | None = Field(None, gt=0.0, lt=1.0, description="Fraction of the original MACs to keep at most.")
+    params: float | None = Field(None, gt=0.0, lt=1.0, description="Fraction of the original parameters to keep at most.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Target":
+        if (self.macs is None) == (self.params is None):
+            raise ValueError("give exactly one of macs or params")
+        return self
+
+    @property
+    def metric(self) -> str:
+        return "macs" if self.macs is not None else "params"
+
+    @property
+    def fraction(self) -> float:
+        return float(self.macs if self.macs is not None else self.params)  # type: ignore[arg-type]
+
+
+SWEEPABLE = ("gradient_threshold", "ratio", "sparsity")
+
+
+class Sweep(BaseModel):
+    """One parameter and its settings; every setting is pruned and evaluated on the held-out data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gradient_threshold: list[float] | None = Field(None, min_length=1, max_length=32)
+    ratio: list[float] | None = Field(None, min_length=1, max_length=32)
+    sparsity: list[float] | None = Field(None, min_length=1, max_length=32)
+    select: float | None = Field(
+        None, description="The setting whose model the job returns (default: the sparsest within max_accuracy_drop)."
+    )
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="Largest top-1 drop (absolute) select accepts.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Sweep":
+        given = [f for f in SWEEPABLE if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(SWEEPABLE)}")
+        values = self.values
+        if len(set(values)) != len(values):
+            raise ValueError(f"{given[0]}: settings repeat")
+        for v in values:
+            if given[0] == "gradient_threshold" and v < 0:
+                raise ValueError("gradient_threshold: settings must be >= 0")
+            if given[0] != "gradient_threshold" and not 0.0 < v < 1.0:
+                raise ValueError(f"{given[0]}: settings must be in (0, 1)")
+        if self.select is not None and self.select not in values:
+            raise ValueError(f"select: {self.select} is not one of the settings of {given[0]}")
+        return self
+
+    @property
+    def parameter(self) -> str:
+        return next(f for f in SWEEPABLE if getattr(self, f) is not None)
+
+    @property
+    def values(self) -> list[float]:
+        return list(getattr(self, self.parameter))
+
+
 class Spec(BaseModel):
     """A pruning request.  ``ratio`` defaults to 0: then only ``layers``/``channels`` prune."""
 
@@ -79,7 +144,15 @@ class Spec(BaseModel):
         default_factory=list,
         description="Example inputs (batch first). Required unless an inputs file is given.",
     )
-    importance: Literal["l1", "l2", "bn_scale", "random"] = "l2"
+    method: Literal["structured", "unstructured"] = Field(
+        "structured", description="structured: remove whole channels; unstructured: zero single weights (dense shapes)."
+    )
+    importance: str = Field(
+        "l2",
+        description="Criterion (prunekit.prune.importance): structured l1|l2|bn_scale|random|taylor|gradprobe, "
+        "unstructured magnitude|wanda|gradprobe; more through the prunekit.importance entry points. "
+        "taylor, gradprobe and wanda need calibration data.",
+    )
     seed: int = Field(0, description="Seed for random importance and for the check's inputs.")
     ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of channels removed per group.")
     layers: dict[str, float] = Field(
@@ -92,6 +165,46 @@ class Spec(BaseModel):
     min_channels: int = Field(1, ge=1, description="Never keep fewer channels than this in a group.")
     output_format: Literal["same", "torchscript", "export", "state_dict"] = "same"
     tolerance: float = Field(1e-4, gt=0.0, le=1.0, description="Largest relative deviation the check accepts.")
+    target: "Target | None" = Field(
+        None, description="Prune until the model has at most this fraction of its MACs or parameters (global ranking)."
+    )
+    sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="unstructured: fraction of each layer's weights zeroed.")
+    pattern: str | None = Field(None, description="unstructured: at most N non-zeros in every M consecutive weights, e.g. '2:4'.")
+    # calibration data (a .safetensors upload with inputs and optional targets)
+    loss: Literal["cross_entropy", "mse", "none"] | None = Field(
+        None, description="Loss on the calibration data; default: cross_entropy for integer targets, mse for float "
+        "targets, none without targets.",
+    )
+    batch_size: int = Field(32, ge=1, le=4096, description="Calibration batch size.")
+    num_batches: int | None = Field(
+        None, ge=1, le=10000, description="Calibration batches used for gradients and statistics (default: all that fit)."
+    )
+    holdout: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of the calibration samples kept aside for evaluation.")
+    reduction_factor: float = Field(0.1, gt=0.0, lt=1.0, description="gradprobe: the factor candidates are scaled by.")
+    gradient_threshold: float = Field(
+        0.0, ge=0.0, description="gradprobe: relative gradient growth a candidate may show and still be pruned."
+    )
+    recalibrate_bn: bool = Field(False, description="Re-estimate BatchNorm statistics on the calibration inputs after removal.")
+    sweep: "Sweep | None" = Field(None, description="Evaluate several settings on the held-out data and keep one.")
+
+    @field_validator("importance")
+    @classmethod
+    def _known_criterion(cls, name: str) -> str:
+        from .prune.importance import criterion_names
+
+        if name not in criterion_names():
+            raise ValueError(f"unknown criterion {name!r}; known: {', '.join(criterion_names())}")
+        return name
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, pattern: str | None) -> str | None:
+        if pattern is None:
+            return None
+        n, sep, m = pattern.partition(":")
+        if not (sep and n.isdigit() and m.isdigit() and 0 < int(n) < int(m) <= 64):
+            raise ValueError("pattern must be N:M with 0 < N < M <= 64, e.g. '2:4'")
+        return pattern
 
     @field_validator("inputs")
     @classmethod
@@ -111,9 +224,56 @@ class Spec(BaseModel):
 
     @model_validator(mode="after")
     def _something_to_do(self) -> "Spec":
-        if self.ratio == 0.0 and not self.layers and not self.channels:
-            raise ValueError("the spec prunes nothing: set ratio > 0, or give layers or channels")
+        from .prune.importance import criterion_names
+
+        swept = self.sweep.parameter if self.sweep is not None else None
+        if self.method == "unstructured":
+            if self.importance == "l2":  # the structured default: the unstructured one is magnitude
+                self.importance = "magnitude"
+            if self.importance not in criterion_names("unstructured"):
+                raise ValueError(f"importance {self.importance!r} is a structured criterion; method unstructured takes "
+                                 f"{', '.join(criterion_names('unstructured'))}")
+            stray = [f for f in ("layers", "channels", "target") if getattr(self, f)] + (["ratio"] if self.ratio else [])
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: structured fields; method unstructured prunes by sparsity")
+            if self.sparsity == 0.0 and self.pattern is None and swept != "sparsity":
+                raise ValueError("the spec prunes nothing: set sparsity > 0 or a pattern")
+            if swept == "ratio":
+                raise ValueError("sweep.ratio: method unstructured sweeps sparsity or gradient_threshold")
+            if self.pattern is not None:
+                n, m = (int(v) for v in self.pattern.split(":"))
+                if self.sparsity and abs(self.sparsity - (1 - n / m)) > 1e-9:
+                    raise ValueError(f"sparsity {self.sparsity} contradicts pattern {self.pattern} "
+                                     f"(which zeros {1 - n / m:g}); give one of them")
+                if self.importance == "gradprobe":
+                    raise ValueError("pattern: gradprobe restores single weights and would break the N:M pattern")
+                if swept == "sparsity":
+                    raise ValueError("sweep.sparsity: a pattern fixes the sparsity")
+            return self
+        if self.importance not in criterion_names("structured"):
+            raise ValueError(f"importance {self.importance!r} is an unstructured criterion; use it with "
+                             f"method 'unstructured' (structured: {', '.join(criterion_names('structured'))})")
+        if self.sparsity or self.pattern:
+            raise ValueError("sparsity, pattern: unstructured fields; set method 'unstructured'")
+        if swept == "sparsity":
+            raise ValueError("sweep.sparsity: method structured sweeps ratio or gradient_threshold")
+        if self.target is not None and (self.ratio or self.layers or self.channels):
+            raise ValueError("target: give either a target or ratio/layers/channels, not both")
+        if self.ratio == 0.0 and not self.layers and not self.channels and self.target is None and swept != "ratio":
+            raise ValueError("the spec prunes nothing: set ratio > 0 or a target, or give layers or channels")
         return self
+
+    @property
+    def needs_data(self) -> list[str]:
+        """The fields that need calibration data (empty: the spec prunes without)."""
+        from .prune.importance import get_criterion
+
+        need = [f"importance {self.importance!r}"] if get_criterion(self.importance).needs_data else []
+        if self.recalibrate_bn:
+            need.append("recalibrate_bn")
+        if self.sweep is not None:
+            need.append("sweep")
+        return need
 
 
 def format_validation_error(err: ValidationError) -> list[dict]:

@@ -1,28 +1,88 @@
-"""Importance criteria: how much a channel matters, as a table of named criteria.
+"""Importance criteria: how much a channel (or a single weight) matters, as a table of named criteria.
 
-A criterion scores one weight slice per channel (the rows of a ``[channels, -1]`` matrix); a
-channel's importance is the sum over every weight slice it would remove.  ``bn_scale`` only
-looks at BatchNorm scales (and falls back to ``l2`` for groups without one); ``random`` ignores
-the weights (seeded).  Adding a criterion is adding one entry to :data:`CRITERIA` (and its name
-to the spec's ``importance`` field).
+Every criterion is an :class:`Importance`: it scores channels (structured pruning), single weights
+(unstructured), or both, and may *probe* the candidates the scores chose (GradProbe).  The
+built-ins live in :data:`CRITERIA`; a user's own arrive through :func:`register` or the entry-point
+group ``prunekit.importance`` (each entry an :class:`Importance` instance or a class), exactly the
+way the built-ins are registered.  Adding a criterion is adding one entry.
+
+A structured score is per channel (indexed by the channel's root atom) and is summed over every
+tensor slice the channel would lose: its filter rows, biases, BatchNorm entries and the consumers'
+input columns.  Criteria that read the calibration data (``needs_data``) get it through
+:class:`RankInputs`: ``taylor`` and ``wanda`` score, ``gradprobe`` tests the candidates of a
+data-free strategy (:mod:`.gradprobe`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from ..analysis.walk import Analysis
 
+if TYPE_CHECKING:
+    import torch.fx as fx
 
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    score: Callable[[torch.Tensor], torch.Tensor] | None  # [channels, -1] float64 -> [channels]; None: random
-    only_batch_norm: bool = False                         # score BatchNorm scales only (others: l2)
+    from ..data.calibration import Calibration
+    from ..spec import Spec
+
+ENTRY_POINTS = "prunekit.importance"
+METHODS = ("structured", "unstructured")
+
+
+@dataclass
+class RankInputs:
+    """Everything a criterion may look at.  ``gm`` and ``calibration`` are set when data was given."""
+
+    analysis: Analysis | None
+    tensors: dict[str, torch.Tensor]            # the captured graph's parameters and buffers
+    spec: "Spec"
+    roots: np.ndarray | None = None             # root atom of every atom (structured)
+    groups: list = field(default_factory=list)  # the plan's groups (structured)
+    gm: "fx.GraphModule | None" = None
+    calibration: "Calibration | None" = None
+    progress: Callable[[float, str], None] | None = None
+    warnings: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # what a criterion reports (``report.importance``)
+
+    def tick(self, within: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(within, message)
+
+    def channel_totals(self, values: dict[str, torch.Tensor], row_score: Callable[[torch.Tensor], torch.Tensor],
+                       only: set[str] | None = None) -> np.ndarray:
+        """Per channel, ``row_score`` of each of its slices of ``values`` (same names and shapes as the
+        graph's tensors), summed."""
+        return channel_scores(self.analysis, values, self.roots, row_score, only)
+
+
+class Importance:
+    """One criterion.  Override :meth:`channels` (structured) and/or :meth:`weights` (unstructured)."""
+
+    name: str = ""
+    methods: tuple[str, ...] = ("structured",)
+    needs_data: bool = False
+    description: str = ""
+
+    def channels(self, inp: RankInputs) -> np.ndarray:
+        """Importance of every channel, indexed by root atom (higher: keep)."""
+        raise NotImplementedError
+
+    def weights(self, inp: RankInputs, names: list[str]) -> dict[str, torch.Tensor]:
+        """Importance of every element of the named weights, same shapes (higher: keep)."""
+        raise NotImplementedError
+
+    def probe_channels(self, inp: RankInputs, candidates: set[int]) -> set[int]:
+        """Of the candidate channels the scores chose, those to remove (default: all of them)."""
+        return candidates
+
+    def probe_weights(self, inp: RankInputs, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Of the candidate weights (``True`` in ``masks``), those to zero (default: all of them)."""
+        return masks
 
 
 def _l1(rows: torch.Tensor) -> torch.Tensor:
@@ -33,19 +93,119 @@ def _l2(rows: torch.Tensor) -> torch.Tensor:
     return rows.pow(2).sum(1)
 
 
-CRITERIA: dict[str, Criterion] = {
-    "l1": Criterion("l1", _l1),
-    "l2": Criterion("l2", _l2),
-    "bn_scale": Criterion("bn_scale", _l1, only_batch_norm=True),
-    "random": Criterion("random", None),
-}
+def _signed(rows: torch.Tensor) -> torch.Tensor:
+    return rows.sum(1)
+
+
+class Norm(Importance):
+    """Weight norms: a channel's ``l1`` (or ``l2``) over every slice it would remove; a weight's ``|w|``."""
+
+    def __init__(self, name: str, row_score, methods=("structured",), description: str = "") -> None:
+        self.name, self.row_score, self.methods, self.description = name, row_score, methods, description
+
+    def channels(self, inp: RankInputs) -> np.ndarray:
+        return inp.channel_totals(inp.tensors, self.row_score)
+
+    def weights(self, inp: RankInputs, names: list[str]) -> dict[str, torch.Tensor]:
+        return {n: inp.tensors[n].detach().abs().float() for n in names}
+
+
+class BatchNormScale(Importance):
+    """``|γ|`` of the channel's BatchNorm (Network Slimming); groups without one fall back to l2."""
+
+    name = "bn_scale"
+    description = "BatchNorm scale |gamma| (l2 where a group has no batch norm)"
+
+    def channels(self, inp: RankInputs) -> np.ndarray:
+        bn = batch_norm_weights(inp.analysis)
+        l2 = inp.channel_totals(inp.tensors, _l2)
+        if not bn:
+            inp.warnings.append(f"importance {self.name}: the model has no batch norm; ranked by l2 instead")
+            return l2
+        scores = inp.channel_totals(inp.tensors, _l1, bn)
+        out = l2.copy()
+        for g in inp.groups:
+            if any(n in bn for n, _ in g.slots):
+                out[g.roots] = scores[g.roots]
+        return out
+
+
+class Random(Importance):
+    name = "random"
+    methods = ("structured", "unstructured")
+    description = "seeded random ranking (a baseline)"
+
+    def channels(self, inp: RankInputs) -> np.ndarray:
+        return np.random.default_rng(inp.spec.seed).random(len(inp.roots))
+
+    def weights(self, inp: RankInputs, names: list[str]) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(inp.spec.seed)
+        return {n: torch.rand(inp.tensors[n].shape, generator=g) for n in names}
+
+
+class Taylor(Importance):
+    """First-order Taylor (Molchanov et al. 2019): per batch, ``|Σ w·∂L/∂w|`` over every parameter
+    slice of the channel (the first-order change in loss when the whole channel is zeroed), averaged
+    over the calibration batches.  A channel the data never activates scores zero, however large
+    its weights."""
+
+    name = "taylor"
+    needs_data = True
+    description = "first-order Taylor |sum of weight x gradient| over the channel's slices, per batch"
+
+    def channels(self, inp: RankInputs) -> np.ndarray:
+        from ..data.evidence import batch_gradients
+
+        total = np.zeros(len(inp.roots))
+        params = dict(inp.gm.named_parameters())
+        count = 0
+        for k, grads in enumerate(batch_gradients(inp.gm, inp.calibration)):
+            prod = {n: params[n].detach() * g for n, g in grads.items()}
+            total += np.abs(inp.channel_totals(prod, _signed))
+            count += 1
+            inp.tick((k + 1) / inp.calibration.num_batches, f"taylor: batch {k + 1}/{inp.calibration.num_batches}")
+        return total / max(count, 1)
+
+
+class Wanda(Importance):
+    """WANDA (Sun et al. 2023): ``|w_ij| × ‖x_j‖₂``, the weight times the norm of the input feature it
+    multiplies over the calibration data; compared within each output row."""
+
+    name = "wanda"
+    methods = ("unstructured",)
+    needs_data = True
+    description = "|weight| x input-activation norm, compared per output row"
+    per_row = True
+
+    def weights(self, inp: RankInputs, names: list[str]) -> dict[str, torch.Tensor]:
+        from ..data.evidence import input_norms
+
+        norms = input_norms(inp.gm, inp.calibration)
+        out, fallback = {}, []
+        for n in names:
+            w = inp.tensors[n].detach().abs().float()
+            x = norms.get(n)
+            if x is None or w.dim() < 2 or x.numel() != w.shape[1]:
+                out[n] = w
+                fallback.append(n)
+                continue
+            out[n] = w * x.view(1, -1, *([1] * (w.dim() - 2)))
+        if fallback:
+            inp.warnings.append(f"importance wanda: no input activations for {len(fallback)} weight(s) "
+                                f"({', '.join(fallback[:3])}{', ...' if len(fallback) > 3 else ''}); ranked by magnitude")
+        return out
 
 
 def batch_norm_weights(a: Analysis) -> set[str]:
+    from ..analysis.arguments import bound
+
     out = set()
     for node in a.gm.graph.nodes:
-        if node.op == "call_function" and "batch_norm" in str(node.target) and len(node.args) > 1:
-            w = node.args[1]
+        if node.op == "call_function" and "batch_norm" in str(node.target):
+            try:
+                w = bound(node).get("weight")
+            except Exception:
+                w = node.args[1] if len(node.args) > 1 else None
             if getattr(w, "op", None) == "get_attr":
                 out.add(w.target)
     return out
@@ -69,23 +229,79 @@ def channel_scores(a: Analysis, tensors: dict[str, torch.Tensor], roots: np.ndar
     return total
 
 
-def rank_groups(a: Analysis, tensors: dict[str, torch.Tensor], roots: np.ndarray, groups: list, kind: str,
-                seed: int) -> list[str]:
-    """Set ``importance`` on every group by the criterion ``kind``; returns warnings."""
-    crit = CRITERIA[kind]
-    warnings: list[str] = []
-    if crit.score is None:
-        scores = np.random.default_rng(seed).random(len(roots))
-        for g in groups:
-            g.importance = scores[g.roots]
-        return warnings
-    bn = batch_norm_weights(a) if crit.only_batch_norm else set()
-    if crit.only_batch_norm and not bn:
-        warnings.append(f"importance {kind}: the model has no batch norm; ranked by l2 instead")
-        crit = CRITERIA["l2"]
-    scores = channel_scores(a, tensors, roots, crit.score, bn if crit.only_batch_norm else None)
-    fallback = channel_scores(a, tensors, roots, _l2) if crit.only_batch_norm else None
-    for g in groups:
-        use_fallback = fallback is not None and not any(n in bn for n, _ in g.slots)
-        g.importance = (fallback if use_fallback else scores)[g.roots]
-    return warnings
+def _builtins() -> dict[str, Importance]:
+    from .gradprobe import GradProbe
+
+    table: list[Importance] = [
+        Norm("l1", _l1, description="sum of |w| over the channel's slices"),
+        Norm("l2", _l2, description="sum of w^2 over the channel's slices"),
+        Norm("magnitude", _l1, methods=("unstructured",), description="|w|, compared within each layer"),
+        BatchNormScale(),
+        Random(),
+        Taylor(),
+        Wanda(),
+        GradProbe(),
+    ]
+    return {c.name: c for c in table}
+
+
+CRITERIA: dict[str, Importance] = {}
+_loaded = False
+
+
+def _load() -> dict[str, Importance]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for name, crit in _builtins().items():
+            CRITERIA.setdefault(name, crit)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+            try:
+                register(ep.load(), replace=False)
+            except Exception:  # a broken plugin must not take the engine down; it is simply absent
+                continue
+    return CRITERIA
+
+
+def register(criterion: "Importance | type[Importance]", *, replace: bool = False) -> Importance:
+    """Add a criterion to the table (an instance or a class with a ``name``); returns it."""
+    if isinstance(criterion, type):
+        criterion = criterion()
+    if not isinstance(criterion, Importance) or not criterion.name:
+        raise TypeError("a criterion is an Importance (or subclass) with a name")
+    _load()
+    if criterion.name in CRITERIA and not replace:
+        if CRITERIA[criterion.name] is criterion:
+            return criterion
+        raise ValueError(f"criterion {criterion.name!r} is already registered (pass replace=True)")
+    bad = [m for m in criterion.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"criterion {criterion.name!r}: unknown method {bad[0]!r} (known: {', '.join(METHODS)})")
+    CRITERIA[criterion.name] = criterion
+    return criterion
+
+
+def unregister(name: str) -> None:
+    _load()
+    CRITERIA.pop(name, None)
+
+
+def criterion_names(method: str | None = None) -> list[str]:
+    return sorted(n for n, c in _load().items() if method is None or method in c.methods)
+
+
+def get_criterion(name: str) -> Importance:
+    table = _load()
+    if name not in table:
+        raise KeyError(f"unknown criterion {name!r}")
+    return table[name]
+
+
+def rank_groups(inp: RankInputs) -> None:
+    """Set ``importance`` on every group by the spec's criterion (warnings go to ``inp.warnings``)."""
+    crit = get_criterion(inp.spec.importance)
+    scores = np.asarray(crit.channels(inp), dtype=np.float64)
+    if scores.shape != (len(inp.roots),):
+        raise ValueError(f"criterion {crit.name!r} returned {scores.shape} scores for {len(inp.roots)} atoms")
+    for g in inp.groups:
+        g.importance = scores[g.roots]

@@ -18,7 +18,7 @@ import torch
 from ..analysis.walk import Analysis
 from ..errors import InvalidSpec
 from ..spec import Spec
-from .importance import rank_groups
+from .importance import RankInputs, get_criterion, rank_groups
 
 Slot = tuple[str, int]  # (tensor attribute, dimension)
 
@@ -101,13 +101,27 @@ def _keep_count(n: int, ratio: float, spec: Spec) -> int:
     return keep
 
 
-def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
-    """Choose the channels to remove, following ``spec``."""
+def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: RankInputs | None = None,
+         target_search=None) -> Plan:
+    """Choose the channels to remove, following ``spec``.
+
+    ``inp`` carries the calibration data for data-driven criteria (and collects their details);
+    ``target_search(groups, pool)`` chooses the removed channels for a ``target`` spec.
+    """
     _known_names(tensors, list(spec.layers), "layers")
     _known_names(tensors, list(spec.ignore), "ignore")
     _known_names(tensors, [c.param for c in spec.channels], "channels")
     groups, comp_slots, roots = find_groups(a, tensors)
-    warnings = rank_groups(a, tensors, roots, groups, spec.importance, spec.seed)
+    if inp is None:
+        inp = RankInputs(analysis=a, tensors=tensors, spec=spec)
+    inp.analysis, inp.tensors, inp.spec, inp.roots, inp.groups = a, tensors, spec, roots, groups
+    if inp.details.get("_ranked_for") != spec.importance or "_scores" not in inp.details:
+        rank_groups(inp)
+        inp.details.update(_ranked_for=spec.importance, _scores=[g.importance for g in groups])
+    else:  # a sweep re-plans the same groups: the scores do not change
+        for g, imp in zip(groups, inp.details["_scores"]):
+            g.importance = imp
+    warnings = inp.warnings
 
     def groups_with(name: str) -> list[Group]:
         return [g for g in groups if (name, 0) in g.slots]
@@ -130,13 +144,17 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
         named = [spec.layers[n] for n, d in g.slots if d == 0 and n in spec.layers]
         if named:
             per_group_ratio[gi] = max(named)
-        elif spec.ratio > 0 and not g.output:
+        elif (spec.ratio > 0 or spec.target is not None) and not g.output:
             per_group_ratio[gi] = spec.ratio
     for name in spec.layers:
         if not groups_with(name):
             raise InvalidSpec(f"layers: the output channels of {name!r} cannot be pruned: {why_pinned(name)}")
 
-    if spec.global_ranking and spec.ratio > 0:
+    if spec.target is not None:
+        if target_search is None:
+            raise InvalidSpec("target: this entry point cannot search for a target")
+        removed.update(target_search(groups, sorted(per_group_ratio)))
+    elif spec.global_ranking and spec.ratio > 0:
         pool = [gi for gi, r in per_group_ratio.items() if not any(n in spec.layers for n, d in groups[gi].slots if d == 0)]
         explicit = [gi for gi in per_group_ratio if gi not in pool]
         _choose_global(groups, pool, spec, removed)
@@ -146,6 +164,8 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
         for gi, r in per_group_ratio.items():
             _choose_local(groups[gi], r, spec, removed)
 
+    if removed:  # GradProbe tests the ranked candidates (never the channels named below)
+        removed = set(get_criterion(spec.importance).probe_channels(inp, removed))
     root_group = {int(r): g for g in groups for r in g.roots.tolist()}
     for entry in spec.channels:
         if entry.param in ignored:
@@ -182,6 +202,11 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec) -> Plan:
             err = InvalidSpec(f"nothing to prune: {reason}")
             err.details = [{"path": f, "message": reason} for f in fields]  # type: ignore[attr-defined]
             raise err
+        elif "gradprobe" in inp.details and inp.details["gradprobe"]["candidates"]:
+            reason = (f"gradprobe restored all {inp.details['gradprobe']['candidates']} candidate channels (their gradients "
+                      f"grew by more than gradient_threshold {spec.gradient_threshold}); raise gradient_threshold")
+        elif spec.target is not None:
+            reason = f"target {spec.target.metric} {spec.target.fraction} is reached without removing a channel"
         elif spec.ratio == 0:
             reason = "the ratios in layers remove less than one channel from the groups they name"
         else:
