@@ -368,7 +368,7 @@ def _recalibrate(gm: fx.GraphModule, analysis, removal: Removal, cal: Calibratio
     """New BN statistics measured on the masked original, written into a copy of ``gm``."""
     masked = masked_original(gm, analysis, removal)
     nodes = len(bn_mod.batch_norm_nodes(gm))
-    stats = bn_mod.estimate(masked, cal, on_batch=lambda k: prog.tick((k + 1) / cal.num_batches,
+    stats = bn_mod.estimate(masked, cal, buffers_of=gm, on_batch=lambda k: prog.tick((k + 1) / cal.num_batches,
                                                                       f"batch {k + 1}/{cal.num_batches}"))
     source = copy.deepcopy(gm)
     bn_mod.write_statistics(source, stats)

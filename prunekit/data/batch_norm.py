@@ -44,9 +44,15 @@ def batch_norm_nodes(gm: fx.GraphModule) -> list[fx.Node]:
     return out
 
 
-def estimate(gm: fx.GraphModule, cal: Calibration, *, on_batch=None) -> dict[str, torch.Tensor]:
-    """``{buffer name: new value}`` for every batch norm's running mean and variance."""
-    nodes = {n.name: n for n in batch_norm_nodes(gm)}
+def estimate(gm: fx.GraphModule, cal: Calibration, *, buffers_of: fx.GraphModule | None = None,
+             on_batch=None) -> dict[str, torch.Tensor]:
+    """``{buffer name: new value}`` for every batch norm's running mean and variance.
+
+    ``gm`` is run; ``buffers_of`` (default ``gm``) is the graph it was copied from, whose batch
+    norms read their statistics straight from buffers (the masked original multiplies them by
+    masks first; its nodes keep the original's names).
+    """
+    nodes = {n.name: n for n in batch_norm_nodes(buffers_of if buffers_of is not None else gm)}
     means: dict[str, list[torch.Tensor]] = {k: [] for k in nodes}
     vars_: dict[str, list[torch.Tensor]] = {k: [] for k in nodes}
 

@@ -102,7 +102,7 @@ def split_inputs(tensors: dict[str, torch.Tensor], arg_names: list[str] | None) 
             raise InvalidCalibration(f"inputs are named after the model's arguments but {missing[0]!r} is missing "
                                      f"(arguments: {', '.join(arg_names)})", field=f"{_FIELD}.{missing[0]}")
         return [n for n in arg_names if n in keys], targets
-    stray = [k for k in keys if not re.fullmatch(r"inputs?[._]?\d+", k)]
+    stray = [k for k in keys if not re.fullmatch(r"inputs?([._]?\d+)?", k)]
     if stray:
         known = f"the model's arguments ({', '.join(arg_names)}), " if arg_names else ""
         raise InvalidCalibration(f"unknown key {stray[0]!r}: name inputs 'inputs', {known}or 'inputs.0', 'inputs.1', ...; "
