@@ -307,3 +307,20 @@ def test_loss_none_reports_agreement_with_the_original():
     assert ev["loss_fn"] == "none" and 0.0 <= ev["pruned"]["agreement"] <= 1.0
     assert ev["pruned"]["relative_error"] >= 0.0
     assert res.report.calibration["loss"] == "none"
+
+
+def test_the_readme_criterion_example_runs():
+    """prunekit/README.md's Fisher criterion, as written there."""
+    import re
+    from pathlib import Path
+
+    text = Path(prunekit.__file__).with_name("README.md").read_text()
+    block = re.search(r"```python\n(from prunekit.prune import importance\n.*?)```", text, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # our own documentation, not an upload
+    try:
+        model, cal = _mlp_with_dead_channel()
+        res = prunekit.prune(model, {"ratio": 0.125, "importance": "fisher", "batch_size": 16}, calibration=cal)
+        assert _removed_rows(model[0].weight.detach(), _first_weight(res.model)) == [0]  # no gradient: no Fisher score
+    finally:
+        imp.unregister("fisher")
