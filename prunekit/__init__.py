@@ -3,8 +3,10 @@ from .errors import PruneKitError
 from .spec import Spec, parse_spec
 from .api import PruneResult, prune, prune_to_dir
 from .analysis.ruleset import Rule, RuleSet
+from .prune.importance import Importance, register as register_importance
 
-__all__ = ["PruneKitError", "Spec", "parse_spec", "PruneResult", "prune", "prune_to_dir", "Rule", "RuleSet"]
+__all__ = ["PruneKitError", "Spec", "parse_spec", "PruneResult", "prune", "prune_to_dir", "Rule", "RuleSet",
+           "Importance", "register_importance"]
 __version__ = "0.1.0"
 from .io.rebuild import load_pruned  # noqa: E402
 

@@ -22,37 +22,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .artifacts import ARTIFACT_NAMES, REPORT_NAME
-from .verify import check as check_mod
-from .io import export as export_mod
-from .errors import ExportFailed, InvalidSpec, PruneKitError, first_line
-from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
-from .io.loading import LoadedModel, load_model
-from .metrics import count_macs, count_parameters
-from .verify.masked import masked_original
-from .prune.plan import plan as make_plan
-from .io.rebuild import frozen_tensors
-from .registry import get_architecture
-from .report import LayerChange, PruneReport
-from .analysis.walk import analyse
-from .analysis.ruleset import RulesArg, RuleSet, extra_rules
-from .spec import Spec, parse_spec
-from .prune.removal import Removal
-from .prune.surgery import apply
-from .capture import capture, humanize_symbols, symbol_names
 from . import sweep as sweep_mod
+from .analysis.ruleset import RulesArg, RuleSet, extra_rules
+from .analysis.walk import analyse
+from .artifacts import ARTIFACT_NAMES, REPORT_NAME
+from .capture import capture, humanize_symbols, symbol_names
 from .data import batch_norm as bn_mod
 from .data.calibration import Calibration, check_targets, load_calibration, signatures_from
 from .data.objective import evaluate, evaluation_report, first_tensor
-from .errors import InvalidCalibration
+from .errors import ExportFailed, InvalidCalibration, InvalidSpec, PruneKitError, first_line
+from .io import export as export_mod
+from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
+from .io.loading import LoadedModel, load_model
+from .io.rebuild import frozen_tensors
+from .metrics import count_macs, count_parameters
 from .prune import unstructured
 from .prune.importance import RankInputs, get_criterion
+from .prune.plan import plan as make_plan
+from .prune.removal import Removal
+from .prune.surgery import apply
 from .prune.target import TargetSearch
-import numpy as np
+from .registry import get_architecture
+from .report import LayerChange, PruneReport
+from .spec import Spec, parse_spec
+from .verify import check as check_mod
+from .verify.masked import masked_original
 
 ProgressCallback = Callable[[str, float, str], None]
 """``(stage, fraction, message)``: ``fraction`` is the overall progress, from 0 to 1."""

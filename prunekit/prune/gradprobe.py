@@ -18,15 +18,10 @@ not depend on the threshold, so a sweep over ``gradient_threshold`` probes once 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
 from .importance import Importance, RankInputs, get_criterion
-
-if TYPE_CHECKING:
-    pass
 
 
 def grew(before: torch.Tensor, after: torch.Tensor, threshold: float) -> torch.Tensor:
