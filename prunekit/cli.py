@@ -35,8 +35,16 @@ EPILOG = """examples:
   prunekit prune model.pt --spec spec.json -o model.pruned.pt
   prunekit prune weights.pt --arch zoo:resnet_mini --ratio 0.5 -o pruned.pt
   prunekit architectures
-spec fields: architecture, inputs, importance (l1|l2|bn_scale|random), ratio, layers, channels,
-ignore, global_ranking, round_to, min_channels, output_format (same|torchscript|export|state_dict).
+  prunekit prune model.pt --spec '{"importance": "taylor", "target": {"macs": 0.5}}' \
+      --calibration data.safetensors -o model.pruned.pt
+  prunekit prune model.pt --method unstructured --sparsity 0.5 --importance wanda \
+      --calibration data.safetensors -o model.sparse.pt
+spec fields: architecture, inputs, method (structured|unstructured), importance (structured:
+l1|l2|bn_scale|random|taylor|gradprobe; unstructured: magnitude|wanda|gradprobe), ratio, target
+({"macs"|"params": fraction}), sparsity, pattern (N:M), layers, channels, ignore, global_ranking,
+round_to, min_channels, output_format (same|torchscript|export|state_dict), tolerance; with
+calibration data: loss, batch_size, num_batches, holdout, reduction_factor, gradient_threshold,
+recalibrate_bn, sweep. The calibration file (.safetensors) holds 'inputs' and optional 'targets'.
 """
 
 
@@ -53,6 +61,10 @@ def _spec_from_args(args: argparse.Namespace) -> dict:
         spec["output_format"] = args.format
     if args.importance:
         spec["importance"] = args.importance
+    if getattr(args, "method", None):
+        spec["method"] = args.method
+    if getattr(args, "sparsity", None) is not None:
+        spec["sparsity"] = args.sparsity
     if args.input_shape:
         spec["inputs"] = [{"shape": [int(s) for s in shp.split(",")], "dtype": "float32"} for shp in args.input_shape]
     return spec
@@ -84,7 +96,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             def on_progress(stage: str, fraction: float, message: str) -> None:
                 bar.update(task, completed=fraction, stage=stage, description=message)
 
-            result = prune_to_dir(args.model, spec, work, inputs_path=args.inputs, progress=on_progress)
+            result = prune_to_dir(args.model, spec, work, inputs_path=args.inputs, progress=on_progress,
+                                  calibration_path=args.calibration)
         rep = result.report
         model_file = work / ARTIFACT_NAMES[rep.output_format]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +105,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
         shutil.move(str(work / REPORT_NAME), report_path)
         extra = ""
+        for name in ("sweep.json", "sweep.png"):
+            if (work / name).exists():
+                dest = out.with_name(out.stem + "." + name)
+                shutil.move(str(work / name), dest)
+                extra += f", {name} {dest}"
         if (work / MANIFEST_NAME).exists():
             manifest = out.with_name(out.stem + ".manifest.json")
             shutil.move(str(work / MANIFEST_NAME), manifest)
@@ -118,10 +136,39 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             row("MACs (batch 1)", rep.macs_before, rep.macs_after)
         if rep.file_size_before:
             row("file bytes", rep.file_size_before, rep.file_size_after)
-        row("channels", rep.channels_before, rep.channels_before - rep.channels_removed)
+        if rep.method == "structured":
+            row("channels", rep.channels_before, rep.channels_before - rep.channels_removed)
+        ev = rep.evaluation
+        if ev:
+            for key, label in (("accuracy", "held-out accuracy"), ("agreement", "agreement with original"),
+                               ("loss", "held-out loss")):
+                a, b = ev["original"].get(key), ev["pruned"].get(key)
+                if b is not None:
+                    a = 1.0 if a is None and key == "agreement" else a
+                    fmt = (lambda v: f"{100 * v:.2f}%") if key != "loss" else (lambda v: f"{v:.4f}")
+                    table.add_row(label, fmt(a), fmt(b), f"{100 * (b - a):+.2f} pt" if key != "loss" else f"{b - a:+.4f}")
         console.print(table)
+        if rep.sparsity:
+            sp = rep.sparsity
+            console.print(f"sparsity reached {100 * sp['reached']:.1f}% of the eligible weights (target "
+                          f"{100 * sp['target']:.1f}%{', pattern ' + sp['pattern'] if sp.get('pattern') else ''}); "
+                          "dense shapes with exact zeros")
+        if rep.target:
+            t = rep.target
+            console.print(f"target {t['metric']} {t['requested']}: reached {t['reached']:.3f}"
+                          + ("" if t["met"] else f" (not met: {t.get('why', '')})"))
+        if rep.sweep:
+            from .sweep import table as sweep_rows
+
+            st = Table(title=f"sweep over {rep.sweep['parameter']}")
+            for col in ("setting", "pruned", "accuracy", "loss", ""):
+                st.add_column(col, justify="right" if col else "left")
+            for r in sweep_rows(rep.sweep):
+                st.add_row(*r)
+            console.print(st)
         console.print(
-            f"groups pruned {rep.groups_pruned}/{rep.groups_found}; check max relative deviation "
+            (f"groups pruned {rep.groups_pruned}/{rep.groups_found}; " if rep.method == "structured" else "")
+            + "check max relative deviation "
             f"{rep.check.get('max_rel', 0):.2e} (tolerance {rep.check.get('tolerance')}); report {report_path}{extra}"
         )
         if rep.kept:
@@ -166,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (overrides the spec)")
     p.add_argument("--arch", help="registered architecture name, for state-dict files (see 'prunekit architectures')")
     p.add_argument("--format", choices=["same", "torchscript", "export", "state_dict"], help="output format")
-    p.add_argument("--importance", choices=["l1", "l2", "bn_scale", "random"], help="channel ranking")
+    from .prune.importance import criterion_names
+
+    p.add_argument("--importance", choices=criterion_names(), help="criterion (taylor, gradprobe, wanda need --calibration)")
+    p.add_argument("--method", choices=["structured", "unstructured"], help="remove channels, or zero single weights")
+    p.add_argument("--sparsity", type=float, help="unstructured: fraction of each layer's weights to zero")
+    p.add_argument("--calibration", help="safetensors file of calibration data: 'inputs' and optional 'targets'")
     p.add_argument("--input-shape", action="append", metavar="N,C,H,W",
                    help="example input shape, batch first (repeat for several inputs)")
     p.add_argument("--report", help="where to write the JSON report (default: OUT's stem + .report.json)")

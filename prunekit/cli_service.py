@@ -47,6 +47,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", type=Path, help="model file: TorchScript, .pt2, or a state-dict")
     p.add_argument("--spec", required=True, help="the spec: a JSON file or inline JSON text")
     p.add_argument("--inputs", type=Path, default=None, help="example inputs (.safetensors)")
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="calibration data (.safetensors: 'inputs' and optional 'targets')")
     p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="with --wait: download the pruned model here (a file, or a folder for all artifacts)")
@@ -202,7 +204,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _fail(ValueError("-o/--output needs --wait"))
     try:
         with _client(args) as client:
-            job = client.submit(args.model, args.spec, inputs=args.inputs)
+            job = client.submit(args.model, args.spec, inputs=args.inputs, calibration=args.calibration)
             if not args.json:
                 _console().print(f"submitted job [bold]{job['id']}[/bold]")
             if args.wait:

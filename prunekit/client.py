@@ -94,21 +94,25 @@ class Client:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def submit(self, model_path: str | Path, spec: Any, inputs: str | Path | None = None) -> dict:
-        """Upload a model and a spec; returns the queued job."""
+    def submit(self, model_path: str | Path, spec: Any, inputs: str | Path | None = None,
+               calibration: str | Path | None = None) -> dict:
+        """Upload a model and a spec (and optional example inputs and calibration data, both
+        safetensors files); returns the queued job."""
         model_path = Path(model_path)
-        with open(model_path, "rb") as model_f:
-            files: dict[str, Any] = {"model": (model_path.name, model_f, "application/octet-stream")}
-            inputs_f = open(inputs, "rb") if inputs else None
-            try:
-                if inputs_f is not None:
-                    files["inputs"] = (Path(inputs).name, inputs_f, "application/octet-stream")  # type: ignore[arg-type]
-                # No read timeout on the upload itself: big models take a while on slow links.
-                return self._request("POST", "/v1/jobs", files=files, data={"spec": _spec_text(spec)},
-                                     timeout=httpx.Timeout(None, connect=10.0)).json()
-            finally:
-                if inputs_f is not None:
-                    inputs_f.close()
+        opened: list = []
+        try:
+            files: dict[str, Any] = {}
+            for field, path in (("model", model_path), ("inputs", inputs), ("calibration", calibration)):
+                if path:
+                    f = open(path, "rb")
+                    opened.append(f)
+                    files[field] = (Path(path).name, f, "application/octet-stream")
+            # No read timeout on the upload itself: big models take a while on slow links.
+            return self._request("POST", "/v1/jobs", files=files, data={"spec": _spec_text(spec)},
+                                 timeout=httpx.Timeout(None, connect=10.0)).json()
+        finally:
+            for f in opened:
+                f.close()
 
     def get(self, job_id: str) -> dict:
         return self._request("GET", f"/v1/jobs/{job_id}").json()

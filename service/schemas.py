@@ -42,6 +42,7 @@ class JobInput(BaseModel):
     size: int
     sha256: str
     inputs: InputsFile | None = Field(None, description="The example-inputs file, if one was uploaded.")
+    calibration: InputsFile | None = Field(None, description="The calibration-data file, if one was uploaded.")
 
 
 class Reduction(BaseModel):
@@ -68,6 +69,12 @@ class JobResult(BaseModel):
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="Wall-clock seconds the worker spent in each stage."
     )
+    evaluation: dict[str, Any] | None = Field(
+        None, description="With calibration data: loss/accuracy of the original and the pruned model on the held-out part."
+    )
+    sparsity: dict[str, Any] | None = Field(None, description="Unstructured: target and sparsity reached (overall).")
+    target: dict[str, Any] | None = Field(None, description="A MAC/params target: requested and reached.")
+    sweep: dict[str, Any] | None = Field(None, description="A sweep: the setting selected and one row per setting.")
 
 
 class JobError(BaseModel):

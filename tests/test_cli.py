@@ -56,3 +56,26 @@ def test_errors_are_one_line_with_a_code(tmp_path):
     assert out.returncode == 1
     assert "invalid_model_file" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_prune_with_calibration_prints_the_evaluation_and_sweep(tmp_path):
+    import torch
+    import torch.nn as nn
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    torch.jit.save(torch.jit.script(m), str(tmp_path / "m.pt"))
+    x = torch.rand(64, 4)
+    save_file({"inputs": x, "targets": m(x).argmax(1)}, str(tmp_path / "cal.safetensors"))
+    r = _prunekit("prune", "m.pt", "--importance", "taylor", "--ratio", "0.25", "--calibration", "cal.safetensors",
+                  "-o", "out.pt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "held-out accuracy" in r.stderr and "held-out loss" in r.stderr
+    r = _prunekit("prune", "m.pt", "--method", "unstructured", "--spec", '{"sweep": {"sparsity": [0.3, 0.6]}}',
+                  "--calibration", "cal.safetensors", "-o", "sparse.pt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "sweep over sparsity" in r.stderr and "selected" in r.stderr
+    assert (tmp_path / "sparse.sweep.png").read_bytes()[:4] == b"\x89PNG"
+    r = _prunekit("prune", "m.pt", "--importance", "taylor", "--ratio", "0.25", "-o", "x.pt", cwd=tmp_path)
+    assert r.returncode == 1 and "invalid_calibration" in r.stderr and "Traceback" not in r.stderr

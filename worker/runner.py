@@ -164,6 +164,12 @@ def summarize_report(report: dict, artifacts: list[dict]) -> dict:
         },
         "warnings": [str(w) for w in report.get("warnings") or []],
         "artifacts": names,
+        "evaluation": report.get("evaluation"),
+        "sparsity": ({k: v for k, v in report["sparsity"].items() if k != "layers"} if report.get("sparsity") else None),
+        "target": report.get("target"),
+        "sweep": ({"parameter": report["sweep"]["parameter"], "selected": report["sweep"]["selected"],
+                   "rows": [{k: r.get(k) for k in ("value", "ok", "sparsity", "macs_fraction", "accuracy", "loss")}
+                            for r in report["sweep"]["rows"]]} if report.get("sweep") else None),
     }
 
 
@@ -229,6 +235,8 @@ def run_job(
     model_path = upload_dir / job.input["path"]
     inputs = job.input.get("inputs")
     inputs_path = upload_dir / inputs["path"] if inputs else None
+    calibration = job.input.get("calibration")
+    calibration_path = upload_dir / calibration["path"] if calibration else None
 
     def fail(code: str, message: str) -> str:
         store.fail(job_id, code, message, attempt=attempt)
@@ -240,7 +248,8 @@ def run_job(
             progress("load", 0.0, "reading the model")
             spec = parse_spec(job.spec)
             result = api.prune_to_dir(
-                model_path, spec, out_dir, inputs_path=inputs_path, progress=progress
+                model_path, spec, out_dir, inputs_path=inputs_path, progress=progress,
+                calibration_path=calibration_path,
             )
             progress.check()
             artifacts = _collect_artifacts(out_dir, getattr(result, "artifacts", {}) or {})

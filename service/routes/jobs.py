@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from prunekit.errors import InvalidModelFile, InvalidSpec, UnknownArchitecture
+from prunekit.errors import InvalidCalibration, InvalidModelFile, InvalidSpec, UnknownArchitecture
 from prunekit.registry import get_architecture, list_architectures
 from prunekit.spec import Spec, parse_spec
 from worker.layout import Layout
@@ -59,6 +59,14 @@ _SUBMIT_BODY = {
                             "description": "Safetensors file of example inputs. TorchScript and .pt2 "
                             "uploads need it or spec.inputs; state-dicts may use their architecture's "
                             "defaults.",
+                        },
+                        "calibration": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Safetensors file of calibration data: `inputs` (batch first; or "
+                            "inputs named after the model's arguments, or inputs.0, inputs.1, ...) and optional "
+                            "`targets`. Needed by importance taylor/gradprobe/wanda, recalibrate_bn and sweep; "
+                            "with it every report has an evaluation on the held-out part.",
                         },
                     },
                 }
@@ -109,6 +117,8 @@ def job_view(request: Request, job: Job) -> schemas.Job:
             size=inp["size"],
             sha256=inp["sha256"],
             inputs=schemas.InputsFile(**{k: inputs[k] for k in ("filename", "size", "sha256")}) if inputs else None,
+            calibration=(schemas.InputsFile(**{k: inp["calibration"][k] for k in ("filename", "size", "sha256")})
+                         if inp.get("calibration") else None),
         ),
         spec=job.spec,
         result=schemas.JobResult.model_validate(job.result) if job.result and job.status == SUCCEEDED else None,
@@ -183,9 +193,31 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
     if inputs is not None and not is_safetensors(inputs.path):
         raise ApiError(422, "invalid_inputs_file", "the 'inputs' file is not a safetensors file",
                        [{"path": "inputs", "message": "expected safetensors"}])
-    if inputs is None:
+    calibration = form.files.get("calibration")
+    if calibration is not None:
+        _check_calibration(calibration.path)
+    elif spec.needs_data:
+        raise ApiError(422, "invalid_calibration",
+                       f"calibration: {', '.join(spec.needs_data)} need calibration data; upload a safetensors "
+                       "file with 'inputs' (and optional 'targets') in the 'calibration' field",
+                       [{"path": "calibration", "message": "required by " + ", ".join(spec.needs_data)}])
+    if inputs is None and calibration is None:
         _require_example_inputs(spec, fmt)
     return spec, fmt, container == "safetensors"
+
+
+def _check_calibration(path) -> None:
+    """The calibration file is readable safetensors with inputs; whether it fits the model is
+    the worker's to find (it fails the job naming the field)."""
+    from prunekit.data.calibration import read_tensors, split_inputs
+
+    if not is_safetensors(path):
+        raise ApiError(422, "invalid_calibration", "calibration: the file is not a safetensors file",
+                       [{"path": "calibration", "message": "expected safetensors"}])
+    try:
+        split_inputs(read_tensors(path), None)
+    except InvalidCalibration as exc:
+        raise ApiError(422, exc.code, str(exc), exc.details) from None
 
 
 def _require_example_inputs(spec: Spec, fmt: str) -> None:
@@ -221,14 +253,14 @@ def _require_example_inputs(spec: Spec, fmt: str) -> None:
     response_model=schemas.Job,
     summary="Submit a pruning job",
     description="Upload a model (multipart field `model`), a spec (`spec`, JSON text) and optionally "
-    "example inputs (`inputs`, safetensors). The upload is streamed to disk and checked (size, "
+    "example inputs (`inputs`, safetensors) and calibration data (`calibration`, safetensors). The upload is streamed to disk and checked (size, "
     "format, spec, architecture) before the job is queued. Answers 202 with the job and a "
     "`Location` header; poll it until `status` is succeeded, failed or cancelled.",
     responses={
         **_ERRORS,
         413: {"model": schemas.ErrorResponse, "description": "Upload larger than PRUNEKIT_MAX_UPLOAD_BYTES."},
         415: {"model": schemas.ErrorResponse, "description": "Not multipart/form-data."},
-        422: {"model": schemas.ErrorResponse, "description": "Bad model file, spec, architecture or inputs."},
+        422: {"model": schemas.ErrorResponse, "description": "Bad model file, spec, architecture, inputs or calibration file."},
         503: {"model": schemas.ErrorResponse, "description": "The job queue is unreachable."},
     },
     openapi_extra=_SUBMIT_BODY,
@@ -240,7 +272,7 @@ async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
     form = await receive_multipart(
         request,
         layout.incoming,
-        file_fields={"model", "inputs"},
+        file_fields={"model", "inputs", "calibration"},
         text_fields={"spec"},
         max_file_bytes=settings.max_upload_bytes,
         max_text_bytes=settings.max_spec_bytes,
@@ -271,6 +303,11 @@ async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
             place_upload(layout, job_id, inp, "inputs.safetensors")
             record["inputs"] = {"filename": inp.filename, "size": inp.size, "sha256": inp.sha256,
                                 "path": "inputs.safetensors"}
+        if "calibration" in form.files:
+            cal = form.files["calibration"]
+            place_upload(layout, job_id, cal, "calibration.safetensors")
+            record["calibration"] = {"filename": cal.filename, "size": cal.size, "sha256": cal.sha256,
+                                     "path": "calibration.safetensors"}
         store = _store(request)
         job = await anyio.to_thread.run_sync(
             lambda: store.create(job_id=job_id, tenant=tenant, input=record, spec=spec.model_dump(mode="json"))
