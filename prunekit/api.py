@@ -220,7 +220,6 @@ class _Removed:
     removal: Removal | None            # None: unstructured (no channel leaves)
     pruned: fx.GraphModule
     reference: fx.GraphModule          # what the check compares it with (the masked original)
-    source: fx.GraphModule             # the graph it was cut from (the capture, or it with new BN statistics)
 
 
 @dataclass
@@ -413,7 +412,7 @@ def _unstructured_setting(load: _Load, cap, inp: RankInputs, spec: Spec, prog: "
     masks = unstructured.choose(inp, names)
     prog.start("remove", "zeroing the chosen weights")
     pruned = unstructured.zeroed(cap.gm, masks)
-    removed = _Removed(_tensors(cap.gm), None, pruned, unstructured.masked_in_graph(cap.gm, masks), cap.gm)
+    removed = _Removed(_tensors(cap.gm), None, pruned, unstructured.masked_in_graph(cap.gm, masks))
     prog.start("check", "comparing with the uploaded model, its weights masked in the graph")
     checked = _check_stage(cap, None, removed, load.sigs, spec, prog)
     extra = {"sparsity": unstructured.report(cap.gm, masks, spec)}
@@ -458,7 +457,7 @@ def _sweep_stage(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog: 
 
 
 def _remove_stage(gm: fx.GraphModule, analysis, removal: Removal) -> _Removed:
-    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal), masked_original(gm, analysis, removal), gm)
+    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal), masked_original(gm, analysis, removal))
 
 
 def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Progress") -> _Checked:

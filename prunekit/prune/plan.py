@@ -293,10 +293,9 @@ def _choose_local(g: Group, ratio: float, spec: Spec, removed: set[int]) -> None
     removed.update(int(r) for r in g.roots[order[: n - keep]].tolist())
 
 
-def _choose_global(groups: list[Group], pool: list[int], spec: Spec, removed: set[int]) -> None:
-    """Rank channels of all pooled groups together, each normalised by its group's mean."""
-    if not pool:
-        return
+def global_candidates(groups: list[Group], pool: list[int]) -> list[tuple[float, int, int]]:
+    """Every channel of the pooled groups as ``(score, group, root)``, lowest first; a score is the
+    channel's importance relative to its group's mean, so groups of any scale compare."""
     cands = []
     for gi in pool:
         g = groups[gi]
@@ -304,19 +303,35 @@ def _choose_global(groups: list[Group], pool: list[int], spec: Spec, removed: se
         for r, s in zip(g.roots.tolist(), (g.importance / mean).tolist()):
             cands.append((s, gi, r))
     cands.sort()
-    budget = int(math.floor(spec.ratio * len(cands)))
-    taken: dict[int, list[int]] = {gi: [] for gi in pool}
+    return cands
+
+
+def take_lowest(groups: list[Group], cands: list[tuple[float, int, int]], k: int, spec: Spec) -> set[int]:
+    """The ``k`` lowest candidates, skipping any that would leave a group below ``min_channels``;
+    then each group gives back what ``round_to`` keeps."""
+    taken: dict[int, list[int]] = {}
+    count = 0
     for s, gi, r in cands:
-        if budget <= 0:
+        if count >= k:
             break
-        n = len(groups[gi].roots)
-        if n - len(taken[gi]) - 1 < max(1, spec.min_channels):
+        rs = taken.setdefault(gi, [])
+        if len(groups[gi].roots) - len(rs) - 1 < max(1, spec.min_channels):
             continue
-        taken[gi].append(r)
-        budget -= 1
+        rs.append(r)
+        count += 1
+    out: set[int] = set()
     for gi, rs in taken.items():
         n = len(groups[gi].roots)
         keep = n - len(rs)
         if spec.round_to > 1:
             keep = min(n, int(math.ceil(keep / spec.round_to) * spec.round_to))
-        removed.update(rs[: n - keep])
+        out.update(rs[: n - keep])
+    return out
+
+
+def _choose_global(groups: list[Group], pool: list[int], spec: Spec, removed: set[int]) -> None:
+    """Rank channels of all pooled groups together, each normalised by its group's mean."""
+    if not pool:
+        return
+    cands = global_candidates(groups, pool)
+    removed.update(take_lowest(groups, cands, int(math.floor(spec.ratio * len(cands))), spec))

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..analysis.walk import Analysis
 from ..spec import Spec
+from .plan import global_candidates, take_lowest
 
 
 def node_macs(gm: fx.GraphModule, example: tuple) -> dict[str, int]:
@@ -119,36 +120,11 @@ class TargetSearch:
 
     def __call__(self, groups: list, pool: list[int]) -> set[int]:
         """The channels to remove so that the modelled cost meets the target."""
-        spec = self.spec
-        cands = []
-        for gi in pool:
-            g = groups[gi]
-            mean = float(np.mean(g.importance)) or 1.0
-            for r, s in zip(g.roots.tolist(), (g.importance / mean).tolist()):
-                cands.append((s, gi, r))
-        cands.sort()
+        cands = global_candidates(groups, pool)
         goal = self.fraction / self.correction * self.total
 
         def take(k: int) -> set[int]:
-            taken: dict[int, list[int]] = {}
-            count = 0
-            for s, gi, r in cands:
-                if count >= k:
-                    break
-                n = len(groups[gi].roots)
-                rs = taken.setdefault(gi, [])
-                if n - len(rs) - 1 < max(1, spec.min_channels):
-                    continue
-                rs.append(r)
-                count += 1
-            out: set[int] = set()
-            for gi, rs in taken.items():
-                n = len(groups[gi].roots)
-                keep = n - len(rs)
-                if spec.round_to > 1:
-                    keep = min(n, int(math.ceil(keep / spec.round_to) * spec.round_to))
-                out.update(rs[: n - keep])
-            return out
+            return take_lowest(groups, cands, k, self.spec)
 
         lo, hi = 0, len(cands)
         best = take(hi)
@@ -161,7 +137,6 @@ class TargetSearch:
                 hi, best = mid, chosen
             else:
                 lo = mid + 1
-        self.last = best
         return best
 
     def modelled(self, removed_roots: set[int]) -> float:

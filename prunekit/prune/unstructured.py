@@ -25,9 +25,9 @@ import torch
 import torch.fx as fx
 
 from ..spec import Spec
+from ..verify.masked import multiply_after
 from .importance import RankInputs, get_criterion
 
-aten = torch.ops.aten
 
 
 def pattern_of(spec: Spec) -> tuple[int, int] | None:
@@ -105,14 +105,9 @@ def zeroed(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> fx.GraphModule
 def masked_in_graph(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> fx.GraphModule:
     """The reference for the check: ``gm`` with ``weight * keep`` computed in the graph."""
     m = copy.deepcopy(gm)
+    params = dict(m.named_parameters())
     for i, node in enumerate([n for n in m.graph.nodes if n.op == "get_attr" and n.target in masks]):
-        name = f"_prunekit_keep_{i}"
-        m.register_buffer(name, (~masks[node.target]).to(dict(m.named_parameters())[node.target].dtype))
-        with m.graph.inserting_after(node):
-            keep = m.graph.get_attr(name)
-        with m.graph.inserting_after(keep):
-            mul = m.graph.call_function(aten.mul.Tensor, (node, keep))
-        node.replace_all_uses_with(mul, delete_user_cb=lambda user: user is not mul)
+        multiply_after(m, node, f"_prunekit_keep_{i}", (~masks[node.target]).to(params[node.target].dtype))
     m.recompile()
     return m
 

@@ -38,6 +38,16 @@ def _mask_for(shape: tuple[int, ...], lab: tuple, removal: "Removal") -> torch.T
     return mask
 
 
+def multiply_after(m: fx.GraphModule, node: fx.Node, name: str, factor: torch.Tensor) -> None:
+    """Register ``factor`` as buffer ``name`` and make every user of ``node`` read ``node * factor``."""
+    m.register_buffer(name, factor)
+    with m.graph.inserting_after(node):
+        factor_node = m.graph.get_attr(name)
+    with m.graph.inserting_after(factor_node):
+        mul = m.graph.call_function(aten.mul.Tensor, (node, factor_node))
+    node.replace_all_uses_with(mul, delete_user_cb=lambda user: user is not mul)
+
+
 def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") -> fx.GraphModule:
     m = copy.deepcopy(gm)
     count = 0
@@ -52,13 +62,7 @@ def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") 
         mask = _mask_for(shape, lab, removal)
         if mask is None:
             continue
-        name = f"_prunekit_mask_{count}"
+        multiply_after(m, node, f"_prunekit_mask_{count}", mask.to(dtype))
         count += 1
-        m.register_buffer(name, mask.to(dtype))
-        with m.graph.inserting_after(node):
-            mask_node = m.graph.get_attr(name)
-        with m.graph.inserting_after(mask_node):
-            mul = m.graph.call_function(aten.mul.Tensor, (node, mask_node))
-        node.replace_all_uses_with(mul, delete_user_cb=lambda user: user is not mul)
     m.recompile()
     return m

@@ -209,13 +209,21 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
 def _check_calibration(path) -> None:
     """The calibration file is readable safetensors with inputs; whether it fits the model is
     the worker's to find (it fails the job naming the field)."""
-    from prunekit.data.calibration import read_tensors, split_inputs
+    from safetensors import safe_open
 
+    from prunekit.data.calibration import split_inputs
+
+    bad = ApiError(422, "invalid_calibration", "calibration: the file is not a safetensors file",
+                   [{"path": "calibration", "message": "expected safetensors"}])
     if not is_safetensors(path):
-        raise ApiError(422, "invalid_calibration", "calibration: the file is not a safetensors file",
-                       [{"path": "calibration", "message": "expected safetensors"}])
+        raise bad
+    try:  # the header only: the request never loads the tensors (the worker does)
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception:
+        raise bad from None
     try:
-        split_inputs(read_tensors(path), None)
+        split_inputs(dict.fromkeys(keys), None)
     except InvalidCalibration as exc:
         raise ApiError(422, exc.code, str(exc), exc.details) from None
 
