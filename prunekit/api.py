@@ -42,7 +42,7 @@ from .io.loading import LoadedModel, load_model
 from .io.rebuild import frozen_tensors
 from .metrics import count_macs, count_parameters
 from .prune import unstructured
-from .prune.importance import RankInputs, get_criterion
+from .prune.importance import RankInputs
 from .prune.plan import plan as make_plan
 from .prune.removal import Removal
 from .prune.surgery import apply
@@ -388,7 +388,7 @@ def _meet_target(search: TargetSearch, analysis, plan, spec: Spec, inp: RankInpu
 
     reached = real(plan) / before if before > 0 else 1.0
     for _ in range(3):
-        if reached <= spec.target.fraction or get_criterion(spec.importance).name == "gradprobe" or before <= 0:
+        if reached <= spec.target.fraction or before <= 0:
             break
         modelled = search.modelled_fraction(plan.removed)
         search.corrected(reached, modelled)
@@ -398,7 +398,9 @@ def _meet_target(search: TargetSearch, analysis, plan, spec: Spec, inp: RankInpu
     info = {"metric": search.metric, "requested": spec.target.fraction, "reached": round(reached, 6),
             "met": reached <= spec.target.fraction + 1e-9}
     if not info["met"]:
-        info["why"] = ("gradprobe restored candidates whose gradients grew" if get_criterion(spec.importance).name == "gradprobe"
+        gp = inp.details.get("gradprobe")
+        info["why"] = (f"gradprobe restored {gp['restored']} channels whose gradients grew, over {gp.get('rounds', 1)} "
+                       "probe rounds; raise gradient_threshold to let more go" if gp and gp["restored"]
                        else "every removable channel is gone, or min_channels/round_to keep the rest")
     return plan, info
 

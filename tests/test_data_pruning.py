@@ -324,3 +324,33 @@ def test_the_readme_criterion_example_runs():
         assert _removed_rows(model[0].weight.detach(), _first_weight(res.model)) == [0]  # no gradient: no Fisher score
     finally:
         imp.unregister("fisher")
+
+
+def test_a_probe_that_restores_channels_still_meets_the_target():
+    """A probing criterion restores candidates; the target search goes on without them."""
+    seen: list[set[int]] = []
+
+    class KeepsTheFirstTwo(imp.Importance):
+        """Restores the two lowest-numbered channels of the first candidate set it is shown."""
+
+        name = "test_restoring_probe"
+
+        def channels(self, inp):
+            return inp.channel_totals(inp.tensors, lambda rows: rows.pow(2).sum(1))
+
+        def probe_channels(self, inp, candidates):
+            seen.append(set(candidates))
+            return set(candidates) - set(sorted(seen[0])[:2])
+
+    imp.register(KeepsTheFirstTwo)
+    try:
+        model, _ = _cnn_data()
+        res = prunekit.prune(model, {"target": {"macs": 0.5}, "importance": "test_restoring_probe",
+                                     "inputs": [{"shape": [2, 1, 8, 8]}]})
+    finally:
+        imp.unregister("test_restoring_probe")
+    assert len(seen) >= 2  # the first round's survivors missed the target
+    restored = set(sorted(seen[0])[:2])
+    assert not restored & seen[-1]  # a restored channel is never proposed again
+    t = res.report.target
+    assert t["met"] and t["reached"] <= 0.5

@@ -13,7 +13,9 @@ For channels the probe scales the channel's output side (its filter rows, bias a
 affine entries: every parameter slice at the tensor's output dimension) and compares the sum of
 the recorded gradients over those slices.  By design GradProbe prunes at most what the strategy
 proposed: the report gives both the target and what was reached.  The two gradient records do
-not depend on the threshold, so a sweep over ``gradient_threshold`` probes once (:attr:`cache`).
+not depend on the threshold, so a sweep over ``gradient_threshold`` probes each candidate set once
+(``details["_probes"]``).  With a ``target`` the search probes again without the restored
+channels until the target is met (:meth:`~prunekit.prune.target.TargetSearch.probed`).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class GradProbe(Importance):
             scale[name] = s.view(view)
             slices.append((name, d, r))
         key = ("channels", tuple(sorted(candidates)), spec.reduction_factor)
-        if inp.details.get("_probe_key") != key:
+        cache = inp.details.setdefault("_probes", {})
+        if key not in cache:
             before, after = self._record(inp, scale)
             b_sum: dict[int, float] = {}
             a_sum: dict[int, float] = {}
@@ -84,8 +87,8 @@ class GradProbe(Importance):
                 for i in np.nonzero(np.isin(r, cand))[0].tolist():
                     b_sum[int(r[i])] = b_sum.get(int(r[i]), 0.0) + float(gb[i])
                     a_sum[int(r[i])] = a_sum.get(int(r[i]), 0.0) + float(ga[i])
-            inp.details.update(_probe_key=key, _probe=(b_sum, a_sum))
-        b_sum, a_sum = inp.details["_probe"]
+            self._keep(cache, key, (b_sum, a_sum))
+        b_sum, a_sum = cache[key]
         restored = {r for r in candidates if r in b_sum and a_sum[r] > b_sum[r] * (1.0 + spec.gradient_threshold)}
         self._note(inp, len(candidates), len(candidates) - len(restored), "channels")
         return candidates - restored
@@ -94,16 +97,23 @@ class GradProbe(Importance):
     def probe_weights(self, inp: RankInputs, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         spec = inp.spec
         key = ("weights", tuple(sorted((n, int(m.sum())) for n, m in masks.items())), spec.reduction_factor)
-        if inp.details.get("_probe_key") != key:
+        cache = inp.details.setdefault("_probes", {})
+        if key not in cache:
             scale = {n: torch.where(m, torch.tensor(spec.reduction_factor), torch.tensor(1.0)) for n, m in masks.items()}
-            before, after = self._record(inp, scale)
-            inp.details.update(_probe_key=key, _probe=(before, after))
-        before, after = inp.details["_probe"]
+            self._keep(cache, key, self._record(inp, scale))
+        before, after = cache[key]
         out = {n: m & ~grew(before[n], after[n], spec.gradient_threshold) for n, m in masks.items()}
         self._note(inp, sum(int(m.sum()) for m in masks.values()), sum(int(m.sum()) for m in out.values()), "weights")
         return out
 
     # -- shared -----------------------------------------------------------------------------------
+    @staticmethod
+    def _keep(cache: dict, key, value, most: int = 8) -> None:
+        """Probe records by candidate set: a target's rounds and a sweep's settings reuse them."""
+        while len(cache) >= most:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+
     def _record(self, inp: RankInputs, scale: dict[str, torch.Tensor]):
         from ..data.evidence import max_abs_gradients
 

@@ -150,22 +150,27 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
         if not groups_with(name):
             raise InvalidSpec(f"layers: the output channels of {name!r} cannot be pruned: {why_pinned(name)}")
 
+    probe = get_criterion(spec.importance).probe_channels
     if spec.target is not None:
         if target_search is None:
             raise InvalidSpec("target: this entry point cannot search for a target")
-        removed.update(target_search(groups, sorted(per_group_ratio)))
-    elif spec.global_ranking and spec.ratio > 0:
-        pool = [gi for gi, r in per_group_ratio.items() if not any(n in spec.layers for n, d in groups[gi].slots if d == 0)]
-        explicit = [gi for gi in per_group_ratio if gi not in pool]
-        _choose_global(groups, pool, spec, removed)
-        for gi in explicit:
-            _choose_local(groups[gi], per_group_ratio[gi], spec, removed)
+        survivors, rounds = target_search.probed(groups, sorted(per_group_ratio), lambda c: probe(inp, c))
+        removed.update(survivors)
+        if "gradprobe" in inp.details:  # the totals over every round, not the last round's
+            inp.details["gradprobe"].update(candidates=rounds["candidates"], restored=rounds["restored"],
+                                            pruned=len(survivors), rounds=rounds["rounds"])
     else:
-        for gi, r in per_group_ratio.items():
-            _choose_local(groups[gi], r, spec, removed)
-
-    if removed:  # GradProbe tests the ranked candidates (never the channels named below)
-        removed = set(get_criterion(spec.importance).probe_channels(inp, removed))
+        if spec.global_ranking and spec.ratio > 0:
+            pool = [gi for gi, r in per_group_ratio.items() if not any(n in spec.layers for n, d in groups[gi].slots if d == 0)]
+            explicit = [gi for gi in per_group_ratio if gi not in pool]
+            _choose_global(groups, pool, spec, removed)
+            for gi in explicit:
+                _choose_local(groups[gi], per_group_ratio[gi], spec, removed)
+        else:
+            for gi, r in per_group_ratio.items():
+                _choose_local(groups[gi], r, spec, removed)
+        if removed:  # GradProbe tests the ranked candidates (never the channels named below)
+            removed = set(probe(inp, removed))
     root_group = {int(r): g for g in groups for r in g.roots.tolist()}
     for entry in spec.channels:
         if entry.param in ignored:

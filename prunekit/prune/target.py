@@ -13,6 +13,11 @@ Channels are ranked globally, each by its importance relative to its group's mea
 ``global_ranking`` does), and taken lowest first; a group never drops below ``min_channels`` and
 keeps a multiple of ``round_to``.  The search takes the fewest channels that meet the target, so
 the result lies within one channel group's worth of it.
+
+A criterion that probes its candidates (GradProbe) restores some of them, which would leave the
+target unmet.  :meth:`TargetSearch.probed` therefore searches again without the restored channels and
+probes the new candidates, for a few rounds, until the survivors meet the target or nothing new
+is restored.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ def node_macs(gm: fx.GraphModule, example: tuple) -> dict[str, int]:
     with torch.no_grad():
         _Count(gm).run(*example)
     return out
+
+
+PROBE_ROUNDS = 6  # searches-and-probes at most, for a criterion that restores candidates
 
 
 class TargetSearch:
@@ -118,10 +126,18 @@ class TargetSearch:
         if modelled_fraction > 0 and real_fraction > 0:
             self.correction *= real_fraction / modelled_fraction
 
-    def __call__(self, groups: list, pool: list[int]) -> set[int]:
-        """The channels to remove so that the modelled cost meets the target."""
-        cands = global_candidates(groups, pool)
-        goal = self.fraction / self.correction * self.total
+    @property
+    def goal(self) -> float:
+        return self.fraction / self.correction * self.total
+
+    def meets(self, removed_roots: set[int]) -> bool:
+        return self.modelled(removed_roots) <= self.goal
+
+    def __call__(self, groups: list, pool: list[int], exclude: set[int] = frozenset()) -> set[int]:
+        """The channels to remove so that the modelled cost meets the target (never one in
+        ``exclude``: channels a probe has restored)."""
+        cands = [c for c in global_candidates(groups, pool) if c[2] not in exclude]
+        goal = self.goal
 
         def take(k: int) -> set[int]:
             return take_lowest(groups, cands, k, self.spec)
@@ -139,9 +155,27 @@ class TargetSearch:
                 lo = mid + 1
         return best
 
+    def probed(self, groups: list, pool: list[int], probe) -> tuple[set[int], dict]:
+        """Channels that meet the target *after* ``probe(candidates) -> survivors`` has spoken.
+
+        A probe that keeps every candidate (every criterion but GradProbe) ends this in one round.
+        """
+        restored: set[int] = set()
+        survivors: set[int] = set()
+        rounds = 0
+        for rounds in range(1, PROBE_ROUNDS + 1):
+            chosen = self(groups, pool, exclude=restored)
+            survivors = set(probe(chosen)) if chosen else set()
+            new = chosen - survivors - restored
+            restored |= chosen - survivors
+            if not new or self.meets(survivors):
+                break
+        return survivors, {"rounds": rounds, "restored": len(restored), "candidates": len(restored | survivors)}
+
     def modelled(self, removed_roots: set[int]) -> float:
         flags = self._root_flags(removed_roots) if removed_roots else None
         return sum(self._cost_of(w, ds, flags) for w, ds in self.items)
 
     def modelled_fraction(self, removed_roots: set[int]) -> float:
         return self.modelled(removed_roots) / self.total if self.total else 1.0
+
