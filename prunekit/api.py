@@ -28,6 +28,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from . import sweep as sweep_mod
+from .analysis.eager_limits import frozen_tensors
 from .analysis.ruleset import RulesArg, RuleSet, extra_rules
 from .analysis.walk import analyse
 from .artifacts import ARTIFACT_NAMES, REPORT_NAME
@@ -39,7 +40,6 @@ from .errors import ExportFailed, InvalidCalibration, InvalidSpec, PruneKitError
 from .io import export as export_mod
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .io.loading import LoadedModel, load_model
-from .io.rebuild import frozen_tensors
 from .metrics import count_macs, count_parameters
 from .prune import unstructured
 from .prune.importance import RankInputs

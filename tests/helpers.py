@@ -10,15 +10,11 @@ import torch.nn as nn
 
 
 def example(arch_inputs: list[dict], batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for spec in arch_inputs:
-        shape = (batch, *spec["shape"][1:])
-        if spec.get("dtype", "float32").startswith("float"):
-            out.append(torch.randn(shape, generator=g))
-        else:
-            out.append(torch.randint(spec.get("low", 0), spec.get("high", 2), shape, generator=g))
-    return tuple(out)
+    """Example inputs for the spec's ``inputs`` entries, drawn exactly as the engine draws them
+    (floats normal, integers in [low, high), booleans as padding masks): one way for every test."""
+    from prunekit.io.inputs import from_specs, sample_inputs
+
+    return sample_inputs(from_specs(arch_inputs), batch, seed)
 
 
 def save_model(model: nn.Module, fmt: str, inputs: list[dict], path: Path) -> Path:

@@ -67,7 +67,7 @@ EXTRA = prunekit.RuleSet(name="test")
 @EXTRA.rule(OP)
 def scale_rule(ctx, node):
     """Channel c of the output is channel c of ``x`` times ``s[c]``: the three go together."""
-    x, s = ctx.lab(node.args[0]), ctx.lab(node.args[1])
+    x, s = ctx.lab(ctx.args["x"]), ctx.lab(ctx.args["s"])
     return (x[0], ctx.unify(x[1], s[0]), *x[2:])
 
 
@@ -111,7 +111,7 @@ def test_custom_op_prunes_with_its_rule(no_plugins, rules):
 
 def test_a_wrong_custom_rule_is_caught_by_the_check(no_plugins):
     """Forgetting to couple ``s`` lets its channels go on their own: the check refuses the prune."""
-    wrong = {OP: prunekit.Rule(lambda ctx, node: ctx.lab(node.args[0]))}
+    wrong = {OP: prunekit.Rule(lambda ctx, node: ctx.lab(ctx.args["x"]))}
     with pytest.raises(CheckFailed, match="deviates from the masked original"):
         prunekit.prune(ScaleNet().eval(), SPEC, rules=wrong)
 
@@ -203,11 +203,11 @@ RULES = prunekit.RuleSet(name="good")
 
 @RULES.rule(OP)
 def scale(ctx, node):
-    x, s = ctx.lab(node.args[0]), ctx.lab(node.args[1])
+    x, s = ctx.lab(ctx.args["x"]), ctx.lab(ctx.args["s"])
     return (x[0], ctx.unify(x[1], s[0]), *x[2:])
 
 
-AS_DICT = {OP: prunekit.Rule(lambda ctx, node: ctx.lab(node.args[0]))}
+AS_DICT = {OP: prunekit.Rule(lambda ctx, node: ctx.lab(ctx.args["x"]))}
 NOT_A_TABLE = [scale]
 '''
 
@@ -278,7 +278,7 @@ RULES = prunekit.RuleSet(name="pk_scale_ext")
 
 @RULES.rule(torch.ops.pk_scale_ext.scale_channels)
 def scale(ctx, node):
-    x, s = ctx.lab(node.args[0]), ctx.lab(node.args[1])
+    x, s = ctx.lab(ctx.args["x"]), ctx.lab(ctx.args["s"])
     return (x[0], ctx.unify(x[1], s[0]), *x[2:])
 
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import prunekit
+from helpers import example
 from prunekit.errors import CheckFailed
 from prunekit.analysis.rules import RULES, Rule
 from prunekit.analysis.rules.elementwise import elementwise
@@ -176,11 +177,7 @@ def test_pattern_prunes_and_checks(case):
     for name in shrunk:
         assert after[name].numel() < before[name].numel(), f"{name} was not pruned"
     for b in (1, 6):
-        x = tuple(
-            torch.randint(0, 50, (b, *i["shape"][1:])) if i.get("dtype") == "int64" else torch.randn(b, *i["shape"][1:])
-            for i in inputs
-        )
-        assert res.model(*x).shape[0] == b
+        assert res.model(*example(inputs, b, seed=b)).shape[0] == b
 
 
 def test_pixel_shuffle_removes_whole_blocks():

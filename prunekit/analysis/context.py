@@ -45,6 +45,7 @@ class Ctx:
         self.a = analysis
         self.atoms = analysis.atoms
         self.node: fx.Node | None = None
+        self._bound: tuple[fx.Node, dict[str, Any]] | None = None
 
     # --- reading -------------------------------------------------------------------------
     def shape(self, arg: Any) -> tuple[int, ...] | None:
@@ -92,13 +93,15 @@ class Ctx:
         """The current node's arguments by name, defaults filled in (``arguments.bound``)."""
         from .arguments import bound
 
-        return bound(self.node)
+        if self._bound is None or self._bound[0] is not self.node:
+            self._bound = (self.node, bound(self.node))
+        return self._bound[1]
 
-    def arg(self, i: int, name: str, default: Any = None) -> Any:
-        n = self.node
-        if len(n.args) > i:
-            return n.args[i]
-        return n.kwargs.get(name, default)
+    @property
+    def input(self) -> Any:
+        """The op's first argument, whatever its schema calls it (``self``, ``input``, ``query``):
+        the tensor that unary, view and reduction rules follow."""
+        return next(iter(self.args.values()), None)
 
     # --- acting ----------------------------------------------------------------------------
     def unify(self, a: np.ndarray | None, b: np.ndarray | None, why: str = "") -> np.ndarray | None:

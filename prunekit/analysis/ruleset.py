@@ -34,7 +34,7 @@ import torch.fx as fx
 from ..errors import InvalidRule
 
 if TYPE_CHECKING:  # only for the annotations: resolve and surgery import this module
-    from .context import Ctx, Labels
+    from .context import Ctx
     from ..prune.surgery import Rewriter
 
 ENTRY_POINT_GROUP = "prunekit.rules"

@@ -3,8 +3,9 @@
 A state-dict carries no structure, so the architecture is instantiated from the registry and every
 module whose tensors shrank is resized in place: tensors are replaced by ones of the manifest's
 shapes and the attributes ``forward`` reads (``in_channels``, ``groups``, ``normalized_shape``...)
-are recomputed from them.  Architectures whose ``forward`` hard-codes widths cannot adapt; the
-pipeline checks every rebuilt model against the pruned graph before it hands out a state-dict.
+are recomputed from them.  Architectures whose ``forward`` hard-codes widths cannot adapt
+(``analysis/eager_limits.py`` lists what the analysis keeps for them); the pipeline checks every
+rebuilt model against the pruned graph before it hands out a state-dict.
 """
 
 from __future__ import annotations
@@ -83,20 +84,6 @@ def _describe(model: nn.Module) -> dict[str, dict]:
                          "per_out": m.out_channels // m.groups}
         elif isinstance(m, nn.GroupNorm):
             out[name] = {"groups": m.num_groups, "channels": m.num_channels}
-    return out
-
-
-_FIXED_STRUCTURE = (nn.MultiheadAttention,)
-
-
-def frozen_tensors(model: nn.Module) -> dict[str, str]:
-    """Tensors whose shapes :func:`rebuild` cannot change (modules that check their own widths)."""
-    out: dict[str, str] = {}
-    for mname, m in model.named_modules():
-        if isinstance(m, _FIXED_STRUCTURE):
-            for pname, _ in list(m.named_parameters()) + list(m.named_buffers()):
-                fqn = f"{mname}.{pname}" if mname else pname
-                out[fqn] = f"{type(m).__name__} {mname!r} cannot change its widths in a state-dict output"
     return out
 
 

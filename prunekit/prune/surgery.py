@@ -59,15 +59,6 @@ class Rewriter:
         """Set the argument ``name`` of ``node`` by its schema, wherever the node passes it."""
         set_argument(node, name, value)
 
-    @staticmethod
-    def set_arg(node: fx.Node, index: int, name: str, value: Any) -> None:
-        if len(node.args) > index:
-            args = list(node.args)
-            args[index] = value
-            node.args = tuple(args)
-        else:
-            node.kwargs = {**node.kwargs, name: value}
-
 
 def _set_tensor(gm: nn.Module, fqn: str, value: torch.Tensor) -> None:
     owner_name, _, attr = fqn.rpartition(".")

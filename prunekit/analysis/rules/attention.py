@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import torch.fx as fx
 
+from .. import eager_limits
+from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _ops, rule
 
 
 def _sdpa_rewrite(rw, node: fx.Node) -> None:
-    q = node.args[0]
+    q = bound(node)["query"]
     head = rw.orig_shape(q)[-1]
-    if rw.new_shape(q)[-1] != head and _sdpa_scale(node) is None:
-        node.kwargs = {**node.kwargs, "scale": 1.0 / float(head) ** 0.5}
-
-
-def _sdpa_scale(node: fx.Node):
-    return node.args[6] if len(node.args) > 6 else node.kwargs.get("scale")
+    if rw.new_shape(q)[-1] != head and bound(node).get("scale") is None:
+        rw.set_argument(node, "scale", 1.0 / float(head) ** 0.5)
 
 
 @rule(*_ops("scaled_dot_product_attention"), rewrite=_sdpa_rewrite)
 def sdpa(ctx: Ctx, node: fx.Node) -> Labels:
-    q, k, v = (ctx.lab(a) for a in node.args[:3])
-    mask = ctx.arg(3, "attn_mask")
-    if ctx.arg(8, "enable_gqa", False):
+    args = ctx.args
+    q, k, v = (ctx.lab(args[n]) for n in ("query", "key", "value"))
+    mask = args.get("attn_mask")
+    if args.get("enable_gqa", False):
         ctx.barrier("grouped-query attention")
         return None
-    if ctx.eager and _sdpa_scale(node) is None:
-        # eager code recomputes the default scale 1/sqrt(head_dim) from the pruned width
-        ctx.pin(q[-1], "default attention scale depends on the head width")
-        ctx.pin(k[-1], "default attention scale depends on the head width")
+    if ctx.eager:
+        eager_limits.attention_scale(ctx, q, k)
     ctx.unify(q[-1], k[-1])           # q·k sums over the head dimension
     ctx.unify(k[-2], v[-2])           # keys and values share the source sequence
     batch = []

@@ -89,8 +89,8 @@ def conv(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("linear"))
 def linear(ctx: Ctx, node: fx.Node) -> Labels:
-    x, w = node.args[0], node.args[1]
-    b = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    args = ctx.args
+    x, w, b = args["input"], args["weight"], args.get("bias")
     xl, wl = ctx.lab(x), ctx.lab(w)
     ctx.unify(xl[-1], wl[1])
     out_c = wl[0]
@@ -110,7 +110,8 @@ def _batch_dims(ctx: Ctx, a: Labels, b: Labels, n_out: int) -> list:
 
 @rule(*_ops("mm", "bmm", "matmul"))
 def matmul(ctx: Ctx, node: fx.Node) -> Labels:
-    a, b = ctx.lab(node.args[0]), ctx.lab(node.args[1])
+    args = ctx.args  # mm/bmm: (self, mat2); matmul: (self, other)
+    a, b = ctx.lab(args["self"]), ctx.lab(args.get("mat2", args.get("other")))
     if len(a) == 1 and len(b) == 1:
         ctx.unify(a[0], b[0])
         return ()
@@ -126,7 +127,9 @@ def matmul(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("addmm", "baddbmm", "addbmm"))
 def addmm(ctx: Ctx, node: fx.Node) -> Labels:
-    bias, a, b = node.args[0], ctx.lab(node.args[1]), ctx.lab(node.args[2])
+    args = ctx.args  # addmm: (self, mat1, mat2); baddbmm/addbmm: (self, batch1, batch2)
+    bias = args["self"]
+    a, b = (ctx.lab(args.get(m, args.get(bt))) for m, bt in (("mat1", "batch1"), ("mat2", "batch2")))
     ctx.unify(a[-1], b[-2])
     out = tuple(_batch_dims(ctx, a, b, 0)) + (a[-2], b[-1])
     shape = ctx.out_shape()
@@ -144,6 +147,7 @@ def _merge_into(ctx: Ctx, lab: Labels, tensors: list, shape: tuple) -> Labels:
 
 @rule(*_ops("embedding"))
 def embedding(ctx: Ctx, node: fx.Node) -> Labels:
-    w, idx = ctx.lab(node.args[0]), ctx.lab(node.args[1])
+    args = ctx.args
+    w, idx = ctx.lab(args["weight"]), ctx.lab(args["indices"])
     ctx.pin(w[0], "embedding vocabulary")
     return tuple(idx) + (w[1],)

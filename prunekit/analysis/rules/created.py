@@ -17,8 +17,8 @@ def _created(ctx: Ctx, node: fx.Node) -> Labels:
     return lab
 
 
-rule(*_ops("zeros", "ones", "empty", "full"), rewrite=_sizes_rewrite(0, "size"))(_created)
-rule(*_ops("new_zeros", "new_ones", "new_empty", "new_full"), rewrite=_sizes_rewrite(1, "size"))(_created)
+rule(*_ops("zeros", "ones", "empty", "full"), rewrite=_sizes_rewrite(("size",)))(_created)
+rule(*_ops("new_zeros", "new_ones", "new_empty", "new_full"), rewrite=_sizes_rewrite(("size",)))(_created)
 
 
 def _no_tensor(ctx: Ctx, node: fx.Node) -> None:

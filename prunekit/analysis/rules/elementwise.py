@@ -55,18 +55,18 @@ def elementwise(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("native_dropout"))
 def native_dropout(ctx: Ctx, node: fx.Node) -> list:
-    lab = ctx.lab(node.args[0])
+    lab = ctx.lab(ctx.input)
     return [lab, lab]
 
 
 @rule(*_ops("type_as"))
 def type_as(ctx: Ctx, node: fx.Node) -> Labels:
-    return ctx.lab(node.args[0])
+    return ctx.lab(ctx.input)
 
 
 @rule(*_ops("prelu", "_prelu_kernel"))
 def prelu(ctx: Ctx, node: fx.Node) -> Labels:
-    x, w = node.args[0], node.args[1]
+    x, w = ctx.args["self"], ctx.args["weight"]
     lab = list(ctx.lab(x))
     wl = ctx.lab(w)
     if ctx.shape(w) and ctx.shape(w)[0] > 1 and len(lab) > 1:
@@ -79,7 +79,7 @@ def prelu(ctx: Ctx, node: fx.Node) -> Labels:
 @rule(*_with_inplace("triu", "tril"))
 def triangular(ctx: Ctx, node: fx.Node) -> Labels:
     """Zeroes by (row, column) position: those two dimensions keep every index."""
-    lab = ctx.lab(node.args[0])
+    lab = ctx.lab(ctx.input)
     for d in lab[-2:]:
         ctx.pin(d, "triangular mask by position")
     return lab
@@ -89,8 +89,8 @@ def triangular(ctx: Ctx, node: fx.Node) -> Labels:
 def pixel_shuffle(ctx: Ctx, node: fx.Node) -> Labels:
     """Channel c of the output is laid out from input channels c*r*r ... c*r*r + r*r - 1: a block
     goes (or stays) as one channel."""
-    lab = list(ctx.lab(node.args[0]))
-    r2 = int(ctx.arg(1, "upscale_factor", 1)) ** 2
+    lab = list(ctx.lab(ctx.input))
+    r2 = int(ctx.args["upscale_factor"]) ** 2
     c = len(lab) - 3  # channels come before (H, W)
     if lab[c] is not None:
         blocks = lab[c].reshape(-1, r2)
@@ -103,8 +103,8 @@ def pixel_shuffle(ctx: Ctx, node: fx.Node) -> Labels:
 @rule(*_ops("pixel_unshuffle"))
 def pixel_unshuffle(ctx: Ctx, node: fx.Node) -> Labels:
     """Each input channel becomes r*r consecutive output channels, removed together."""
-    lab = list(ctx.lab(node.args[0]))
-    r2 = int(ctx.arg(1, "downscale_factor", 1)) ** 2
+    lab = list(ctx.lab(ctx.input))
+    r2 = int(ctx.args["downscale_factor"]) ** 2
     c = len(lab) - 3
     if lab[c] is not None:
         lab[c] = np.repeat(lab[c], r2)
@@ -113,9 +113,8 @@ def pixel_unshuffle(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("glu"))
 def glu(ctx: Ctx, node: fx.Node) -> Labels:
-    x = node.args[0]
-    lab = list(ctx.lab(x))
-    d = _dim(ctx.arg(1, "dim", -1), len(lab))
+    lab = list(ctx.lab(ctx.input))
+    d = _dim(ctx.args["dim"], len(lab))
     if lab[d] is not None:
         half = len(lab[d]) // 2
         lab[d] = ctx.unify(lab[d][:half], lab[d][half:])

@@ -103,8 +103,8 @@ def index_select(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("index"))
 def index(ctx: Ctx, node: fx.Node) -> Labels | None:
-    xl = ctx.lab(node.args[0])
-    idx = node.args[1]
+    xl = ctx.lab(ctx.args["self"])
+    idx = ctx.args["indices"]
     for t in idx:
         if t is not None:
             ctx.pin_all(ctx.lab(t), "index values")  # an index tensor's entries are positions, not channels

@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch.fx as fx
 
+from .. import eager_limits
+from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _as_array, _dim, _ops, aten, rule
 
 
 @rule(*_ops("cat", "concat", "concatenate"))
 def cat(ctx: Ctx, node: fx.Node) -> Labels:
-    tensors = [t for t in node.args[0] if ctx.is_tensor(t) and ctx.shape(t) != (0,)]
+    tensors = [t for t in ctx.args["tensors"] if ctx.is_tensor(t) and ctx.shape(t) != (0,)]
     n = len(ctx.out_shape())
-    d = _dim(ctx.arg(1, "dim", 0), n)
+    d = _dim(ctx.args["dim"], n)
     parts, others = [], [None] * n
     for k, t in enumerate(tensors):
         lab = ctx.lab(t)
@@ -28,9 +30,9 @@ def cat(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("stack"))
 def stack(ctx: Ctx, node: fx.Node) -> Labels:
-    tensors = node.args[0]
+    tensors = ctx.args["tensors"]
     n = len(ctx.out_shape())
-    d = _dim(ctx.arg(1, "dim", 0), n)
+    d = _dim(ctx.args["dim"], n)
     acc: list = [None] * (n - 1)
     for k, t in enumerate(tensors):
         lab = ctx.lab(t)
@@ -40,57 +42,37 @@ def stack(ctx: Ctx, node: fx.Node) -> Labels:
 
 
 def _split_rewrite(rw, node: fx.Node) -> None:
-    x = node.args[0]
+    args = bound(node)
+    x = args["self"]
     n = len(rw.orig_shape(x))
-    d = _dim(ctx_dim(node, 2), n)
+    d = _dim(args["dim"], n)
     if rw.orig_shape(x)[d] == rw.new_shape(x)[d]:
         return
     sizes = [rw.new_shape_of_output(node, i)[d] for i in range(len(rw.orig_outputs(node)))]
     node.target = aten.split_with_sizes.default
-    node.args = (x, sizes, d)
+    node.args = (x, sizes, d)  # split_with_sizes(self, split_sizes, dim)
     node.kwargs = {}
-
-
-def ctx_dim(node: fx.Node, i: int, default: int = 0) -> int:
-    return node.args[i] if len(node.args) > i else node.kwargs.get("dim", default)
 
 
 @rule(*_ops("split", "split_with_sizes", "chunk", "tensor_split", "unsafe_split", "split_copy"), rewrite=_split_rewrite)
 def split(ctx: Ctx, node: fx.Node) -> list:
-    xl = ctx.lab(node.args[0])
+    xl = ctx.lab(ctx.args["self"])
     n = len(xl)
-    d = _dim(ctx_dim(node, 2), n)
+    d = _dim(ctx.args["dim"], n)
     sizes = [s[d] for s in ctx.out_shapes()]
     pieces, start = [], 0
     for size in sizes:
         pieces.append(xl[d][start : start + size] if xl[d] is not None else None)
         start += size
     if ctx.eager and xl[d] is not None:
-        how = _eager_split(node)
-        if how == "parts" and len(set(sizes)) == 1:
-            # eager code (``x.chunk(2, 1)``) splits whatever arrives into equal parts: the parts must
-            # keep equal counts, so the j-th channel of every part goes with the j-th of the first
-            for k in range(1, len(pieces)):
-                ctx.unify(pieces[0], pieces[k], ctx.reason("equal parts in eager code"))
-        elif how == "sizes":
-            # ``x.split(64, -1)`` / ``x.split([a, b])`` keep their sizes when eager code reruns
-            ctx.pin(xl[d], "split by fixed sizes in eager code")
+        eager_limits.split(ctx, node, xl[d], pieces, sizes)
     return [tuple(piece if i == d else xl[i] for i in range(n)) for piece in pieces]
-
-
-def _eager_split(node: fx.Node) -> str:
-    """How eager code would split: into a number of equal ``parts`` (``chunk``, ``tensor_split``
-    by a count) or by fixed ``sizes`` (``split`` by an int or a list)."""
-    name = node.target.overloadpacket.__name__
-    if name == "chunk" or (name == "tensor_split" and isinstance(node.args[1], int)):
-        return "parts"
-    return "sizes"
 
 
 @rule(*_ops("unbind"))
 def unbind(ctx: Ctx, node: fx.Node) -> list:
-    xl = ctx.lab(node.args[0])
-    d = _dim(ctx_dim(node, 1), len(xl))
+    xl = ctx.lab(ctx.args["self"])
+    d = _dim(ctx.args["dim"], len(xl))
     ctx.pin(xl[d], "unbound into separate tensors")
     rest = tuple(xl[:d]) + tuple(xl[d + 1 :])
     return [rest for _ in ctx.out_shapes()]

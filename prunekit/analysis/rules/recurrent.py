@@ -37,7 +37,9 @@ def recurrent(ctx: Ctx, node: fx.Node) -> Any:
     if node.target._overloadname != "input":
         ctx.barrier("packed sequences are not pruned")
         return None
-    x, hx, params, has_biases, num_layers, _drop, _train, bidirectional = node.args[:8]
+    args = ctx.args
+    x, hx, params = args["input"], args["hx"], args["params"]
+    has_biases, num_layers, bidirectional = args["has_biases"], args["num_layers"], args["bidirectional"]
     gates, dirs = _GATES[name], 2 if bidirectional else 1
     per = 4 if has_biases else 2
     if len(params) != num_layers * dirs * per:
@@ -65,8 +67,9 @@ def recurrent(ctx: Ctx, node: fx.Node) -> Any:
 def recurrent_cell(ctx: Ctx, node: fx.Node) -> Any:
     """``aten.gru_cell(x, hx, w_ih, w_hh, b_ih, b_hh)``; LSTM cells take ``[hx, cx]``."""
     name = node.target.overloadpacket.__name__
-    x, hx, w_ih, w_hh = node.args[:4]
-    biases = [b for b in node.args[4:6] if isinstance(b, fx.Node)]
+    args = ctx.args
+    x, hx, w_ih, w_hh = args["input"], args["hx"], args["w_ih"], args["w_hh"]
+    biases = [b for b in (args.get("b_ih"), args.get("b_hh")) if isinstance(b, fx.Node)]
     gates = _GATES[name]
     size = ctx.shape(w_hh)[1]
     hidden, wi = _couple_hidden(ctx, None, w_ih, w_hh, biases, gates, size)

@@ -11,17 +11,22 @@ from ._common import _dim, _ops, rule
 from .elementwise import elementwise
 
 
-def _reduce(sum_like: bool, dim_arg: int = 1, keep_arg: int = 2):
+def _reduce(sum_like: bool):
+    """Reduce over ``dim`` (every dimension when absent or empty), keeping them if ``keepdim``.
+
+    By name: ``var(x, True)`` passes ``unbiased`` where ``var(x, [1])`` passes ``dim``."""
+
     def propagate(ctx: Ctx, node: fx.Node) -> Any:
-        xl = ctx.lab(node.args[0])
+        args = ctx.args
+        xl = ctx.lab(args["self"])
         n = len(xl)
-        dims = node.args[dim_arg] if len(node.args) > dim_arg else node.kwargs.get("dim")
+        dims = args.get("dim")
         if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
             dims = list(range(n))
         elif isinstance(dims, int):
             dims = [dims]
         dims = {_dim(d, n) for d in dims}
-        keep = bool(node.args[keep_arg] if len(node.args) > keep_arg else node.kwargs.get("keepdim", False))
+        keep = bool(args.get("keepdim", False))
         for d in dims:
             if not sum_like:
                 ctx.pin(xl[d], "averaged or compared over")
@@ -39,7 +44,8 @@ rule(*_ops("mean", "amax", "amin", "prod", "logsumexp", "any", "all", "nanmean",
 @rule(*_ops("max", "min"))
 def max_min(ctx: Ctx, node: fx.Node) -> Any:
     """``max(a, b)`` is elementwise; ``max(a)`` / ``max(a, dim)`` reduce."""
-    if len(node.args) > 1 and isinstance(node.args[1], fx.Node) and ctx.is_tensor(node.args[1]):
+    other = ctx.args.get("other")
+    if isinstance(other, fx.Node) and ctx.is_tensor(other):
         return elementwise(ctx, node)
     return _reduce(False)(ctx, node)
 
@@ -48,28 +54,29 @@ rule(*_ops("var", "std", "var_mean", "std_mean"))(lambda ctx, node: _reduce(Fals
 
 @rule(*_ops("linalg_vector_norm"))
 def vector_norm(ctx: Ctx, node: fx.Node) -> Any:
-    ordv = node.args[1] if len(node.args) > 1 else node.kwargs.get("ord", 2)
-    return _reduce(ordv in (1, 2, 1.0, 2.0), dim_arg=2, keep_arg=3)(ctx, node)
+    return _reduce(ctx.args.get("ord", 2) in (1, 2, 1.0, 2.0))(ctx, node)
 
 
 @rule(*_ops("norm"))
 def norm(ctx: Ctx, node: fx.Node) -> Any:
-    p = node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 2)
-    return _reduce(p in (1, 2, 1.0, 2.0, None), dim_arg=2, keep_arg=3)(ctx, node)
+    return _reduce(ctx.args.get("p", 2) in (1, 2, 1.0, 2.0, None))(ctx, node)
 
 
 def _dims_arg(value: Any, ndim: int) -> list[int]:
-    if value is None:
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):  # roll(dims=[]) flattens
         return list(range(ndim))
     if isinstance(value, int):
         return [_dim(value, ndim)]
     return [_dim(int(v), ndim) for v in value]
 
 
-def _along_dim(why: str, dim_arg: int = 1):
+def _along_dim(why: str):
+    """Pin the dimensions the op works along (``dim``, or ``dims`` for flip and roll)."""
+
     def propagate(ctx: Ctx, node: fx.Node) -> Any:
-        xl = ctx.lab(node.args[0])
-        d = node.args[dim_arg] if len(node.args) > dim_arg else node.kwargs.get("dim", node.kwargs.get("dims", -1))
+        args = ctx.args
+        xl = ctx.lab(args["self"])
+        d = args["dim"] if "dim" in args else args.get("dims")
         for i in _dims_arg(d, len(xl)) if xl else []:
             ctx.pin(xl[i], why)
         shapes = ctx.out_shapes()
@@ -80,5 +87,5 @@ def _along_dim(why: str, dim_arg: int = 1):
 
 rule(*_ops("softmax", "_softmax", "log_softmax", "_log_softmax"))(_along_dim("normalised over by softmax"))
 rule(*_ops("cumsum", "cumprod", "sort", "argsort", "cummax", "cummin", "flip"))(_along_dim("order-dependent op"))
-rule(*_ops("topk"))(_along_dim("order-dependent op", dim_arg=2))
-rule(*_ops("roll"))(_along_dim("rolled along", dim_arg=2))
+rule(*_ops("topk"))(_along_dim("order-dependent op"))
+rule(*_ops("roll"))(_along_dim("rolled along"))

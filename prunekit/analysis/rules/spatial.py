@@ -12,7 +12,7 @@ from ._common import _none, _ops, rule
 
 def _spatial(k: int):
     def propagate(ctx: Ctx, node: fx.Node) -> Any:
-        xl = ctx.lab(node.args[0])
+        xl = ctx.lab(ctx.input)
         for d in xl[-k:]:
             ctx.pin(d, "spatial window")
         out = tuple(xl[:-k]) + _none(k)
@@ -36,8 +36,9 @@ for _k in (1, 2, 3):
 
 
 def _pad_dims(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = ctx.lab(node.args[0])
-    pad = node.args[1]
+    args = ctx.args
+    xl = ctx.lab(args["self"])
+    pad = args["pad"] if "pad" in args else args["padding"]  # pad / constant_pad_nd; reflection_pad2d ...
     k = len(pad) // 2
     for d in xl[len(xl) - k :]:
         ctx.pin(d, "padded dimension")

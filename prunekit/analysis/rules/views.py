@@ -7,36 +7,39 @@ from typing import Any, Callable
 import numpy as np
 import torch.fx as fx
 
+from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _dim, _has, _ops, rule
 
 
 @rule(*_ops("permute"))
 def permute(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = ctx.lab(node.args[0])
-    return tuple(xl[_dim(d, len(xl))] for d in node.args[1])
+    xl = ctx.lab(ctx.args["self"])
+    return tuple(xl[_dim(d, len(xl))] for d in ctx.args["dims"])
 
 
 @rule(*_ops("transpose", "swapaxes", "swapdims"))
 def transpose(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = list(ctx.lab(node.args[0]))
+    args = ctx.args  # transpose/swapdims: (self, dim0, dim1); swapaxes: (self, axis0, axis1)
+    xl = list(ctx.lab(args["self"]))
     if len(xl) < 2:
         return tuple(xl)
-    a, b = (_dim(d, len(xl)) for d in node.args[1:3])
+    a, b = (_dim(args[k] if k in args else args[alt], len(xl)) for k, alt in (("dim0", "axis0"), ("dim1", "axis1")))
     xl[a], xl[b] = xl[b], xl[a]
     return tuple(xl)
 
 
 @rule(*_ops("t", "numpy_T"))
 def t(ctx: Ctx, node: fx.Node) -> Labels:
-    return tuple(reversed(ctx.lab(node.args[0])))
+    return tuple(reversed(ctx.lab(ctx.input)))
 
 
 @rule(*_ops("movedim"))
 def movedim(ctx: Ctx, node: fx.Node) -> Labels:
-    xl = list(ctx.lab(node.args[0]))
+    args = ctx.args
+    xl = list(ctx.lab(args["self"]))
     n = len(xl)
-    src, dst = node.args[1], node.args[2]
+    src, dst = args["source"], args["destination"]
     src = [src] if isinstance(src, int) else list(src)
     dst = [dst] if isinstance(dst, int) else list(dst)
     order = [None] * n
@@ -122,15 +125,18 @@ def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_
 
 
 def _reshape(ctx: Ctx, node: fx.Node) -> Labels:
-    x = node.args[0]
+    x = ctx.input
     return reshape_labels(ctx, ctx.lab(x), ctx.shape(x), ctx.out_shape(), ctx.symbolic(node))
 
 
-def _sizes_rewrite(arg_index: int, name: str, offset: Callable[[Any, fx.Node], int] = lambda rw, n: 0):
-    """Rewrite a size-list argument so each entry matches the node's new output shape."""
+def _sizes_rewrite(names: tuple[str, ...], offset: Callable[[Any, fx.Node], int] = lambda rw, n: 0):
+    """Rewrite the size-list argument (the first of ``names`` the op's schema has: ``view`` says
+    ``size``, ``reshape`` says ``shape``) so each entry matches the node's new output shape."""
 
     def rewrite(rw, node: fx.Node) -> None:
-        sizes = node.args[arg_index] if len(node.args) > arg_index else node.kwargs.get(name)
+        args = bound(node)
+        name = next((n for n in names if n in args), None)
+        sizes = args.get(name)
         if not isinstance(sizes, (list, tuple)):
             return
         old, new = rw.orig_shape(node), rw.new_shape(node)
@@ -144,18 +150,19 @@ def _sizes_rewrite(arg_index: int, name: str, offset: Callable[[Any, fx.Node], i
             # carries channels, so it never depends on the batch and its new width is known
             if s != -1 and 0 <= j < len(new) and old[j] != new[j]:
                 out[i] = new[j]
-        rw.set_arg(node, arg_index, name, out)
+        rw.set_argument(node, name, out)
 
     return rewrite
 
 
-rule(*_ops("view", "reshape", "_unsafe_view", "view_copy", "_reshape_alias"), rewrite=_sizes_rewrite(1, "size"))(_reshape)
+rule(*_ops("view", "reshape", "_unsafe_view", "view_copy", "_reshape_alias"), rewrite=_sizes_rewrite(("size", "shape")))(_reshape)
 rule(*_ops("flatten", "squeeze", "unsqueeze", "view_as", "reshape_as", "squeeze_copy", "unsqueeze_copy", "ravel"))(_reshape)
-rule(*_ops("unflatten"), rewrite=_sizes_rewrite(2, "sizes", lambda rw, n: _dim(n.args[1], len(rw.orig_shape(n.args[0])))))(_reshape)
+rule(*_ops("unflatten"), rewrite=_sizes_rewrite(
+    ("sizes",), lambda rw, n: _dim(bound(n)["dim"], len(rw.orig_shape(bound(n)["self"])))))(_reshape)
 
 
 def _expand(ctx: Ctx, node: fx.Node) -> Labels:
-    x = node.args[0]
+    x = ctx.input
     xl, xs, os = ctx.lab(x), ctx.shape(x), ctx.out_shape()
     off = len(os) - len(xs)
     out: list = [None] * len(os)
@@ -167,13 +174,13 @@ def _expand(ctx: Ctx, node: fx.Node) -> Labels:
     return tuple(out)
 
 
-rule(*_ops("expand", "expand_copy", "broadcast_to"), rewrite=_sizes_rewrite(1, "size"))(_expand)
+rule(*_ops("expand", "expand_copy", "broadcast_to"), rewrite=_sizes_rewrite(("size",)))(_expand)
 rule(*_ops("expand_as"))(_expand)
 
 
 @rule(*_ops("repeat"))
 def repeat(ctx: Ctx, node: fx.Node) -> Labels:
-    xl, reps = ctx.lab(node.args[0]), list(node.args[1])
+    xl, reps = ctx.lab(ctx.args["self"]), list(ctx.args["repeats"])
     lead = len(reps) - len(xl)
     out: list = [None] * lead
     for d, r in zip(xl, reps[lead:]):
