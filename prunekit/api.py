@@ -18,7 +18,7 @@ import contextlib
 import copy
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +41,7 @@ from .io import export as export_mod
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .io.loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
+from .prune import inputs as inputs_mod
 from .prune import unstructured
 from .prune.importance import RankInputs
 from .prune.plan import plan as make_plan
@@ -264,12 +265,14 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         if load.cal is not None:
             with torch.no_grad():
                 check_targets(load.cal, first_tensor(cap.gm(*load.cal.example())))
-        analysis = None
-        if spec.method == "structured":
-            prog.start("analyse", "finding coupled channels")
-            analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
         # the upload is compared with its capture once: every setting is cut from that capture
         upload_batches, upload_rel = _compare_upload(cap, load.sigs, spec)
+        analysis, inputs_report = None, None
+        if spec.method == "structured":
+            prog.start("analyse", "finding coupled channels")
+            if spec.input_channels:
+                cap, inputs_report = _inputs_stage(load, cap, spec, out_dir, prog)
+            analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
         inp = RankInputs(analysis=analysis, tensors=_tensors(cap.gm), spec=spec, gm=cap.gm, calibration=load.cal)
         sweep = None
         if spec.sweep is not None:
@@ -277,6 +280,8 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         else:
             chosen = _prune_setting(load, cap, analysis, inp, spec, prog)
         chosen.checked.result.upload_max_rel, chosen.checked.result.upload_batch_sizes = upload_rel, upload_batches
+        if inputs_report is not None:
+            chosen.extra["inputs"] = inputs_report
         exported = None
         if out_dir is not None:
             prog.start("export", f"writing {load.out_fmt}")
@@ -309,6 +314,22 @@ def _load_stage(model: Any, spec: Spec, inputs: Path | None, cal_source: Any = N
         if sigs is None:
             sigs = signatures_from(cal)
     return _Load(loaded, sigs, out_fmt, cal)
+
+
+def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Progress"):
+    """Consumers named with ``dim: in`` read only what they keep (prune/inputs.py); the result is
+    proven equal to the capture with those weight columns zeroed before anything else is cut."""
+    if load.out_fmt == "state_dict" and out_dir is not None:
+        raise InvalidSpec("channels: dim 'in' needs a graph output (output_format torchscript or export): a "
+                          "state-dict output runs the architecture's own forward, which cannot read a subset of its input")
+    prog.tick(0.0, f"subselecting the inputs of {len({c.param for c in spec.input_channels})} consumers")
+    sub = inputs_mod.subselect(cap.gm, spec.input_channels)
+    batches = _check_batches(cap)
+    rel = check_mod.compare_with_upload(sub.zeroed, sub.gm, load.sigs, batches, spec.seed, spec.tolerance,
+                                        what="the graph with subselected inputs",
+                                        reference="the uploaded model with those input channels zeroed")
+    info = sub.report() | {"check_max_rel": rel}
+    return replace(cap, gm=sub.gm, before=cap.gm), info
 
 
 def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet | None):
@@ -471,8 +492,9 @@ def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Pro
     result = check_mod.verify(pruned, removed.reference, out_labels, removal, sigs, batches, spec.seed, spec.tolerance)
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
     one = _one_input(cap, sigs, spec)
-    return _Checked(result, batches, count_macs(gm, one), count_macs(pruned, one),
-                    count_parameters(gm), count_parameters(pruned))
+    before = cap.before if cap.before is not None else gm  # the capture of the upload, as uploaded
+    return _Checked(result, batches, count_macs(before, one), count_macs(pruned, one),
+                    count_parameters(before), count_parameters(pruned))
 
 
 def _export_stage(load: _Load, cap, pruned: fx.GraphModule, batches: list[int], spec: Spec, out_dir: Path,
@@ -526,7 +548,7 @@ def _report(load: _Load, cap, names: dict[str, str], analysis, chosen: _Setting,
         check=checked.result.to_dict(), timings=dict(timings), warnings=warnings,
         calibration=data, evaluation=chosen.evaluation, sparsity=chosen.extra.get("sparsity"),
         target=chosen.extra.get("target"), importance_details=chosen.extra.get("importance"),
-        batch_norm=chosen.extra.get("calibration"), sweep=sweep.to_dict() if sweep is not None else None,
+        batch_norm=chosen.extra.get("calibration"), inputs=chosen.extra.get("inputs"), sweep=sweep.to_dict() if sweep is not None else None,
         **groups,
     )
 

@@ -46,6 +46,7 @@ class PruneReport:
     importance_details: dict[str, Any] | None = None  # what a criterion reports (gradprobe: candidates, restored)
     batch_norm: dict[str, Any] | None = None   # recalibrate_bn: what was re-estimated
     sweep: dict[str, Any] | None = None        # one row per setting, and the one selected
+    inputs: dict[str, Any] | None = None       # channels with dim "in": each consumer's subselection (narrow or gather)
 
     @property
     def param_reduction(self) -> float:

@@ -52,12 +52,16 @@ class InputSpec(BaseModel):
 
 
 class ChannelRemoval(BaseModel):
-    """Explicit removal of output channels (dim 0) of one parameter, and all coupled to them."""
+    """Explicit removal of channels of one parameter: its output channels (dim 0) and everything
+    coupled to them, or (``dim: in``) the input channels of that one consumer only."""
 
     model_config = ConfigDict(extra="forbid")
 
     param: str = Field(min_length=1, description="Fully-qualified parameter name, e.g. layer1.0.conv1.weight")
-    channels: list[int] = Field(min_length=1, description="Indices along dim 0 to remove.")
+    channels: list[int] = Field(min_length=1, description="Indices along the chosen dimension to remove.")
+    dim: Literal["out", "in"] = Field(
+        "out", description="out: output channels (dim 0) with everything coupled to them; in: input channels "
+        "(dim 1) of this consumer only, the producer keeps serving its other readers.")
 
     @field_validator("channels")
     @classmethod
@@ -159,6 +163,9 @@ class Spec(BaseModel):
         default_factory=dict, description="Per-parameter ratio of its output channels to remove."
     )
     channels: list[ChannelRemoval] = Field(default_factory=list)
+    pruned_inputs: list[tuple[str, int]] = Field(
+        default_factory=list, description="Seed 003's form of input-channel removal: [[param, input channel], ...]; "
+        "the same as channels entries with dim 'in'.")
     ignore: list[str] = Field(default_factory=list, description="Parameters whose output channels are kept.")
     global_ranking: bool = False
     round_to: int = Field(1, ge=1, description="Kept channels per group are a multiple of this.")
@@ -226,6 +233,15 @@ class Spec(BaseModel):
     def _something_to_do(self) -> "Spec":
         from .prune.importance import criterion_names
 
+        if self.pruned_inputs:  # one representation from here on
+            by_param: dict[str, list[int]] = {}
+            for param, channel in self.pruned_inputs:
+                if channel < 0:
+                    raise ValueError(f"pruned_inputs: channel indices must be non-negative (got {channel} for {param!r})")
+                by_param.setdefault(param, []).append(channel)
+            self.channels = self.channels + [ChannelRemoval(param=p, channels=c, dim="in") for p, c in by_param.items()]
+            self.pruned_inputs = []
+
         swept = self.sweep.parameter if self.sweep is not None else None
         if self.method == "unstructured":
             if self.importance == "l2":  # the structured default: the unstructured one is magnitude
@@ -262,6 +278,14 @@ class Spec(BaseModel):
         if self.ratio == 0.0 and not self.layers and not self.channels and self.target is None and swept != "ratio":
             raise ValueError("the spec prunes nothing: set ratio > 0 or a target, or give layers or channels")
         return self
+
+    @property
+    def output_channels(self) -> list[ChannelRemoval]:
+        return [c for c in self.channels if c.dim == "out"]
+
+    @property
+    def input_channels(self) -> list[ChannelRemoval]:
+        return [c for c in self.channels if c.dim == "in"]
 
     @property
     def needs_data(self) -> list[str]:

@@ -15,6 +15,8 @@ def restore_registries():
     from prunekit import registry
     from prunekit.prune import importance
 
+    registry._load_builtin_and_entry_points()  # the built-ins are loaded lazily: load them before the snapshot
+    importance._load()
     tables = (registry._REGISTRY, importance.CRITERIA)
     saved = [dict(t) for t in tables]
     yield

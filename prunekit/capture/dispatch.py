@@ -43,6 +43,7 @@ class Captured:
     warnings: list[str] = field(default_factory=list)
     upload: object = None            # the model as uploaded, callable (see upload_runner)
     upload_batch: int | None = None  # the one batch size the upload takes (None: any)
+    before: fx.GraphModule | None = None  # the capture before consumers were subselected (prune/inputs.py)
 
 
 def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:

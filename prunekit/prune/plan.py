@@ -110,7 +110,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
     """
     _known_names(tensors, list(spec.layers), "layers")
     _known_names(tensors, list(spec.ignore), "ignore")
-    _known_names(tensors, [c.param for c in spec.channels], "channels")
+    _known_names(tensors, [c.param for c in spec.channels], "channels")  # both dims: names are names
     groups, comp_slots, roots = find_groups(a, tensors)
     if inp is None:
         inp = RankInputs(analysis=a, tensors=tensors, spec=spec)
@@ -172,7 +172,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
         if removed:  # GradProbe tests the ranked candidates (never the channels named below)
             removed = set(probe(inp, removed))
     root_group = {int(r): g for g in groups for r in g.roots.tolist()}
-    for entry in spec.channels:
+    for entry in spec.output_channels:  # input channels were subselected before the analysis
         if entry.param in ignored:
             raise InvalidSpec(f"channels: {entry.param!r} is also listed in ignore")
         lab = a.attr_labels[entry.param]
@@ -193,7 +193,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
         g.remove = g.roots[mask]
         if len(g.roots) and mask.all():
             raise InvalidSpec(f"the spec would remove every channel of the group led by {g.leader!r}")
-    if not removed:
+    if not removed and not spec.input_channels:
         free = [g for g in groups if not g.output and not any((n, 0) in g.slots for n in ignored)]
         if not groups:
             stops = sorted({b.op for b in a.barriers})

@@ -149,9 +149,11 @@ def verify(
 
 
 def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_sizes: list[int], seed: int,
-                        tolerance: float) -> float:
+                        tolerance: float, *, what: str = "the captured graph",
+                        reference: str = "the uploaded model") -> float:
     """Run the upload and the captured graph on the check's inputs; return the largest relative
-    deviation, or raise ``CheckFailed`` when the capture is not the upload."""
+    deviation, or raise ``CheckFailed`` when the capture is not the upload.  (``what`` and
+    ``reference`` name the two in the messages when another pair is compared the same way.)"""
     worst = 0.0
     for b, x in check_inputs(sigs, batch_sizes, seed):
         with torch.no_grad():
@@ -159,21 +161,21 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
                 ref = upload(*x)
             except Exception as exc:
                 raise CheckFailed(
-                    f"the uploaded model raises at batch {b} ({first_line(exc, with_type=True)}) but the captured "
-                    "graph does not: the capture lost part of the model, so nothing is handed out"
+                    f"{reference} raises at batch {b} ({first_line(exc, with_type=True)}) but {what} "
+                    "does not: part of the model was lost, so nothing is handed out"
                 ) from None
             try:
                 got = captured(*x)
             except Exception as exc:
-                raise CheckFailed(f"the captured graph does not run at batch {b}: {first_line(exc)}") from None
+                raise CheckFailed(f"{what} does not run at batch {b}: {first_line(exc)}") from None
         dev = compare_outputs(ref, got)
         if dev.problem:
-            raise CheckFailed(f"the captured graph does not match the uploaded model at batch {b}: {dev.problem}")
+            raise CheckFailed(f"{what} does not match {reference} at batch {b}: {dev.problem}")
         worst = max(worst, dev.max_rel)
         if dev.max_rel > tolerance:
             raise CheckFailed(
-                f"the captured graph differs from the uploaded model by {dev.max_rel:.3g} (relative) at batch {b}, "
-                f"above the tolerance {tolerance:g}: the capture is wrong for this model"
+                f"{what} differs from {reference} by {dev.max_rel:.3g} (relative) at batch {b}, "
+                f"above the tolerance {tolerance:g}: {what} is wrong for this model"
             )
     return worst
 
