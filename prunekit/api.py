@@ -36,11 +36,12 @@ from .capture import capture, humanize_symbols, symbol_names
 from .data import batch_norm as bn_mod
 from .data.calibration import Calibration, check_targets, load_calibration, signatures_from
 from .data.objective import evaluate, evaluation_report, first_tensor
-from .errors import ExportFailed, InvalidCalibration, InvalidSpec, PruneKitError, first_line
+from .errors import CheckFailed, ExportFailed, InvalidCalibration, InvalidSpec, PruneKitError, first_line
 from .io import export as export_mod
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .io.loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
+from .prune import from_zeros
 from .prune import inputs as inputs_mod
 from .prune import unstructured
 from .prune.importance import RankInputs
@@ -364,7 +365,10 @@ def _prune_setting(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog
     inp.progress = prog.sub(0.0, 1.0)
     extra: dict = {}
     search = TargetSearch(analysis, cap.gm, _tensors(cap.gm), spec, _one_input(cap, load.sigs, spec)) if spec.target else None
-    plan = make_plan(analysis, _tensors(cap.gm), spec, inp=inp, target_search=search)
+    zeros = None
+    if spec.from_zeros:
+        zeros, extra["from_zeros"] = _zeros_stage(cap, analysis, load, spec, prog)
+    plan = make_plan(analysis, _tensors(cap.gm), spec, inp=inp, target_search=search, zeros=zeros)
     if search is not None:
         plan, extra["target"] = _meet_target(search, analysis, plan, spec, inp, cap, load, prog)
     source = cap.gm
@@ -381,6 +385,43 @@ def _prune_setting(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog
     setting = _Setting(spec, plan, removed, checked, extra=extra)
     _evaluate_stage(setting, cap, load, prog)
     return setting
+
+
+def _zeros_stage(cap, analysis, load: _Load, spec: Spec, prog: "_Progress") -> tuple[set[int], dict]:
+    """Channels whose producing weights are exactly zero, kept only where masking them leaves the
+    capture's output unchanged (prune/from_zeros.py)."""
+    params = {n for n, _ in cap.gm.named_parameters()}
+    candidates, partial = from_zeros.zero_channels(analysis, _tensors(cap.gm), params, spec.min_channels)
+    roots, batches = analysis.atoms.roots(), _check_batches(cap)
+    prog.tick(0.1, f"from_zeros: {sum(len(r) for r in candidates.values())} channels have only zero weights")
+
+    def unchanged(rs: set[int]) -> bool:
+        masked = masked_original(cap.gm, analysis, Removal.of(rs, roots))
+        try:
+            check_mod.compare_with_upload(cap.gm, masked, load.sigs, batches, spec.seed, spec.tolerance)
+        except CheckFailed:
+            return False
+        return True
+
+    accepted, kept = from_zeros.exact(candidates, unchanged)
+    n = sum(len(r) for r in candidates.values())
+    info = {"candidates": n, "removed": len(accepted), "groups_kept": kept, "zero_rows_with_a_live_bias_or_norm": partial}
+    if kept:
+        info["why_kept"] = ("their channels still carry a value although their weights are zero (an op such as sigmoid "
+                            "maps 0 elsewhere): removing them would change the output")
+    alone = not (spec.ratio or spec.layers or spec.output_channels or spec.target)
+    if not accepted and alone:
+        if n:
+            why = (f"{n} channels have only zero weights, but they still carry a value (an op such as sigmoid maps "
+                   "0 elsewhere): removing them would change the output")
+        elif partial:
+            why = (f"{partial} channels have all-zero weight rows, but their bias or BatchNorm shift is not zero, so "
+                   "they still emit a constant; mask the bias and the BatchNorm weight and bias too (what "
+                   "torch.nn.utils.prune leaves to you) to make them removable")
+        else:
+            why = "no channel has all its producing weights exactly zero"
+        raise InvalidSpec(f"nothing to prune: from_zeros: {why}")
+    return accepted, info
 
 
 def _recalibrate(gm: fx.GraphModule, analysis, removal: Removal, cal: Calibration, prog: "_Progress"):
@@ -548,7 +589,8 @@ def _report(load: _Load, cap, names: dict[str, str], analysis, chosen: _Setting,
         check=checked.result.to_dict(), timings=dict(timings), warnings=warnings,
         calibration=data, evaluation=chosen.evaluation, sparsity=chosen.extra.get("sparsity"),
         target=chosen.extra.get("target"), importance_details=chosen.extra.get("importance"),
-        batch_norm=chosen.extra.get("calibration"), inputs=chosen.extra.get("inputs"), sweep=sweep.to_dict() if sweep is not None else None,
+        batch_norm=chosen.extra.get("calibration"), inputs=chosen.extra.get("inputs"),
+        from_zeros=chosen.extra.get("from_zeros"), sweep=sweep.to_dict() if sweep is not None else None,
         **groups,
     )
 

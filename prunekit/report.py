@@ -47,6 +47,7 @@ class PruneReport:
     batch_norm: dict[str, Any] | None = None   # recalibrate_bn: what was re-estimated
     sweep: dict[str, Any] | None = None        # one row per setting, and the one selected
     inputs: dict[str, Any] | None = None       # channels with dim "in": each consumer's subselection (narrow or gather)
+    from_zeros: dict[str, Any] | None = None   # channels found with only zero weights: removed, and groups kept
 
     @property
     def param_reduction(self) -> float:

@@ -167,6 +167,9 @@ class Spec(BaseModel):
         default_factory=list, description="Seed 003's form of input-channel removal: [[param, input channel], ...]; "
         "the same as channels entries with dim 'in'.")
     ignore: list[str] = Field(default_factory=list, description="Parameters whose output channels are kept.")
+    from_zeros: bool = Field(
+        False, description="Also remove every channel whose producing weights (rows, bias, BatchNorm scale and shift) "
+        "are exactly zero, as a model masked by torch.nn.utils.prune leaves them; proven to leave the output unchanged.")
     global_ranking: bool = False
     round_to: int = Field(1, ge=1, description="Kept channels per group are a multiple of this.")
     min_channels: int = Field(1, ge=1, description="Never keep fewer channels than this in a group.")
@@ -249,7 +252,7 @@ class Spec(BaseModel):
             if self.importance not in criterion_names("unstructured"):
                 raise ValueError(f"importance {self.importance!r} is a structured criterion; method unstructured takes "
                                  f"{', '.join(criterion_names('unstructured'))}")
-            stray = [f for f in ("layers", "channels", "target") if getattr(self, f)] + (["ratio"] if self.ratio else [])
+            stray = [f for f in ("layers", "channels", "target", "from_zeros") if getattr(self, f)] + (["ratio"] if self.ratio else [])
             if stray:
                 raise ValueError(f"{', '.join(stray)}: structured fields; method unstructured prunes by sparsity")
             if self.sparsity == 0.0 and self.pattern is None and swept != "sparsity":
@@ -275,8 +278,9 @@ class Spec(BaseModel):
             raise ValueError("sweep.sparsity: method structured sweeps ratio or gradient_threshold")
         if self.target is not None and (self.ratio or self.layers or self.channels):
             raise ValueError("target: give either a target or ratio/layers/channels, not both")
-        if self.ratio == 0.0 and not self.layers and not self.channels and self.target is None and swept != "ratio":
-            raise ValueError("the spec prunes nothing: set ratio > 0 or a target, or give layers or channels")
+        if (self.ratio == 0.0 and not self.layers and not self.channels and self.target is None and swept != "ratio"
+                and not self.from_zeros):
+            raise ValueError("the spec prunes nothing: set ratio > 0 or a target, or give layers, channels or from_zeros")
         return self
 
     @property

@@ -102,11 +102,12 @@ def _keep_count(n: int, ratio: float, spec: Spec) -> int:
 
 
 def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: RankInputs | None = None,
-         target_search=None) -> Plan:
+         target_search=None, zeros: set[int] | None = None) -> Plan:
     """Choose the channels to remove, following ``spec``.
 
     ``inp`` carries the calibration data for data-driven criteria (and collects their details);
-    ``target_search(groups, pool)`` chooses the removed channels for a ``target`` spec.
+    ``target_search(groups, pool)`` chooses the removed channels for a ``target`` spec; ``zeros``
+    are channels proven to compute nothing (``from_zeros``), removed as well.
     """
     _known_names(tensors, list(spec.layers), "layers")
     _known_names(tensors, list(spec.ignore), "ignore")
@@ -171,6 +172,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
                 _choose_local(groups[gi], r, spec, removed)
         if removed:  # GradProbe tests the ranked candidates (never the channels named below)
             removed = set(probe(inp, removed))
+    removed |= zeros or set()
     root_group = {int(r): g for g in groups for r in g.roots.tolist()}
     for entry in spec.output_channels:  # input channels were subselected before the analysis
         if entry.param in ignored:
@@ -199,6 +201,8 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
             stops = sorted({b.op for b in a.barriers})
             reason = "no channel group in this model can be pruned (every channel is pinned" + (
                 f"; channels stop at {', '.join(stops)}, which have no channel rule)" if stops else ")")
+        elif spec.from_zeros and not (spec.ratio or spec.layers or spec.output_channels or spec.target):
+            reason = "from_zeros: no channel has all its producing weights exactly zero (or removing them would change the output)"
         elif not free and spec.ratio > 0:
             reason = ("the only prunable groups reach the model output or are ignored; name their parameters "
                       "in layers or channels to prune them")

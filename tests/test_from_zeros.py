@@ -1,0 +1,83 @@
+"""from_zeros: a model masked by torch.nn.utils.prune comes out physically smaller and equal to the
+upload; channels that still carry a value although their weights are zero are kept, and said so."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as tprune
+
+import prunekit
+from helpers import example, save_model
+from prunekit.errors import InvalidSpec
+
+INPUTS = [{"shape": [1, 3, 8, 8]}]
+
+
+class Net(nn.Module):
+    def __init__(self, bn: bool = False, act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16) if bn else nn.Identity()
+        self.act = act()
+        self.c2 = nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.c2(self.act(self.bn(self.c1(x)))).mean((2, 3)))
+
+
+def _masked(**kw) -> Net:
+    torch.manual_seed(0)
+    m = Net(**kw).eval()
+    tprune.ln_structured(m.c1, "weight", amount=0.5, n=2, dim=0)
+    tprune.remove(m.c1, "weight")  # the masks made permanent: zeros in an ordinary tensor
+    return m
+
+
+def test_ln_structured_masks_come_out_physically_smaller_and_equal_to_the_upload(tmp_path):
+    model = _masked()
+    zero_rows = int((model.c1.weight.flatten(1).abs().sum(1) == 0).sum())
+    assert zero_rows == 8
+    path = save_model(model, "traced", INPUTS, tmp_path / "m.pt")
+    res = prunekit.prune_to_dir(path, {"from_zeros": True, "inputs": INPUTS}, tmp_path / "out")
+    out = torch.jit.load(str(tmp_path / "out" / "model.pt"))
+    assert dict(out.named_parameters())["c1.weight"].shape[0] == 16 - zero_rows
+    assert dict(out.named_parameters())["c2.weight"].shape[1] == 16 - zero_rows
+    assert res.report.from_zeros["removed"] == zero_rows and res.report.params_after < res.report.params_before
+    for b in (1, 5):
+        x = example(INPUTS, b, seed=b)
+        assert torch.allclose(out(*x), model(*x), rtol=1e-6, atol=1e-6)  # the upload itself, not a masked copy
+
+
+def test_a_zero_row_behind_a_live_batchnorm_is_kept_and_the_error_says_what_to_mask():
+    model = _masked(bn=True)
+    with pytest.raises(InvalidSpec, match="BatchNorm shift is not zero"):
+        prunekit.prune(model, {"from_zeros": True, "inputs": INPUTS})
+    dead = model.c1.weight.flatten(1).abs().sum(1) == 0
+    with torch.no_grad():  # mask the BatchNorm too: now the channels emit exactly zero
+        model.bn.weight[dead] = 0
+        model.bn.bias[dead] = 0
+    res = prunekit.prune(model, {"from_zeros": True, "inputs": INPUTS})
+    assert res.report.from_zeros["removed"] == int(dead.sum())
+    x = example(INPUTS, 3)
+    assert torch.allclose(res.model(*x), model(*x), rtol=1e-6, atol=1e-6)
+
+
+def test_zero_weights_before_an_op_that_maps_zero_elsewhere_are_not_removed():
+    with pytest.raises(InvalidSpec, match="sigmoid maps 0 elsewhere"):
+        prunekit.prune(_masked(act=nn.Sigmoid), {"from_zeros": True, "inputs": INPUTS})
+
+
+def test_from_zeros_adds_to_a_ratio_and_the_check_still_holds():
+    model = _masked()
+    only_ratio = prunekit.prune(model, {"ratio": 0.25, "inputs": INPUTS})
+    both = prunekit.prune(model, {"ratio": 0.25, "from_zeros": True, "inputs": INPUTS})
+    assert both.report.params_after < only_ratio.report.params_after
+    assert both.report.check["passed"] and both.report.from_zeros["removed"] == 8
+
+
+def test_from_zeros_is_a_structured_field():
+    with pytest.raises(InvalidSpec, match="from_zeros"):
+        prunekit.parse_spec({"method": "unstructured", "sparsity": 0.5, "from_zeros": True})
