@@ -43,8 +43,10 @@ from .io.loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
 from .prune import from_zeros
 from .prune import inputs as inputs_mod
+from .prune import reorder as reorder_mod
 from .prune import unstructured
 from .prune.importance import RankInputs
+from .prune.plan import known_names
 from .prune.plan import plan as make_plan
 from .prune.removal import Removal
 from .prune.surgery import apply
@@ -271,8 +273,8 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         analysis, inputs_report = None, None
         if spec.method == "structured":
             prog.start("analyse", "finding coupled channels")
-            if spec.input_channels:
-                cap, inputs_report = _inputs_stage(load, cap, spec, out_dir, prog)
+            if spec.input_channels and not spec.constrained:
+                cap, inputs_report, spec = _inputs_stage(load, cap, spec, out_dir, prog, rules)
             analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
         inp = RankInputs(analysis=analysis, tensors=_tensors(cap.gm), spec=spec, gm=cap.gm, calibration=load.cal)
         sweep = None
@@ -281,7 +283,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         else:
             chosen = _prune_setting(load, cap, analysis, inp, spec, prog)
         chosen.checked.result.upload_max_rel, chosen.checked.result.upload_batch_sizes = upload_rel, upload_batches
-        if inputs_report is not None:
+        if inputs_report is not None:  # (constrained mode reports from the setting itself)
             chosen.extra["inputs"] = inputs_report
         exported = None
         if out_dir is not None:
@@ -317,20 +319,60 @@ def _load_stage(model: Any, spec: Spec, inputs: Path | None, cal_source: Any = N
     return _Load(loaded, sigs, out_fmt, cal)
 
 
-def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Progress"):
-    """Consumers named with ``dim: in`` read only what they keep (prune/inputs.py); the result is
-    proven equal to the capture with those weight columns zeroed before anything else is cut."""
+def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Progress", rules):
+    """Consumers named with ``dim: in`` read only what they keep (prune/inputs.py), after the
+    streams they read were reordered to make the most subselections narrows (prune/reorder.py);
+    the result is proven equal to the capture with those weight columns zeroed before anything
+    else is cut."""
     if load.out_fmt == "state_dict" and out_dir is not None:
         raise InvalidSpec("channels: dim 'in' needs a graph output (output_format torchscript or export): a "
-                          "state-dict output runs the architecture's own forward, which cannot read a subset of its input")
-    prog.tick(0.0, f"subselecting the inputs of {len({c.param for c in spec.input_channels})} consumers")
-    sub = inputs_mod.subselect(cap.gm, spec.input_channels)
+                          "state-dict output runs the architecture's own forward, which cannot read a subset of its "
+                          "input (or set constrained: true to remove those channels from their producer)")
+    n = len({c.param for c in spec.input_channels})
+    known_names(_tensors(cap.gm), [c.param for c in spec.input_channels], "channels")
+    reference = inputs_mod.zeroed(cap.gm, spec.input_channels)
     batches = _check_batches(cap)
-    rel = check_mod.compare_with_upload(sub.zeroed, sub.gm, load.sigs, batches, spec.seed, spec.tolerance,
-                                        what="the graph with subselected inputs",
-                                        reference="the uploaded model with those input channels zeroed")
-    info = sub.report() | {"check_max_rel": rel}
-    return replace(cap, gm=sub.gm, before=cap.gm), info
+
+    def attempt(gm: fx.GraphModule, entries) -> tuple[Any, float]:
+        sub = inputs_mod.subselect(gm, entries)
+        rel = check_mod.compare_with_upload(reference, sub.gm, load.sigs, batches, spec.seed, spec.tolerance,
+                                            what="the graph with subselected inputs",
+                                            reference="the uploaded model with those input channels zeroed")
+        return sub, rel
+
+    prog.tick(0.0, "finding the streams those consumers read")
+    base = _analyse_stage(load, cap, spec, eager=False, rules=rules)
+    # a producer channel no reader wants any more goes outright (with everything coupled), if the
+    # upload with it masked everywhere is the upload with those columns zeroed (nothing else reads it)
+    outright, entries, gone = inputs_mod.unread(base, _tensors(cap.gm), spec.input_channels)
+    if outright:
+        masked = masked_original(inputs_mod.zeroed(cap.gm, entries), base, Removal.of(gone, base.atoms.roots()))
+        try:
+            check_mod.compare_with_upload(reference, masked, load.sigs, batches, spec.seed, spec.tolerance)
+        except CheckFailed:  # another op reads those channels: keep them, subselect instead
+            outright, entries = [], list(spec.input_channels)
+    streams: list[dict] = []
+    sub, rel, carried = None, 0.0, outright
+    if entries and spec.reorder_inputs:
+        prog.tick(0.3, "ordering the channels of the streams those consumers read")
+        gm, moved_entries, streams, moved_outright = reorder_mod.reorder(cap.gm, base, entries, outright)
+        if streams:
+            try:
+                prog.tick(0.6, f"subselecting the inputs of {n} consumers")
+                sub, rel = attempt(gm, moved_entries)
+                carried = moved_outright
+            except CheckFailed as exc:  # the labels allowed a permutation the model does not: go without
+                streams, sub = [{"abandoned": first_line(exc)}], None
+    if entries and sub is None:
+        prog.tick(0.6, f"subselecting the inputs of {n} consumers")
+        sub, rel = attempt(cap.gm, entries)
+    info = (sub.report() if sub is not None else {"consumers": [], "narrows": 0, "gathers": 0}) | {
+        "check_max_rel": rel, "reordered": streams,
+        "removed_outright": [{"param": e.param, "channels": e.channels} for e in outright]}
+    spec_after = spec.model_copy(update={"channels": spec.output_channels + carried + list(spec.input_channels)})
+    if sub is None:
+        return cap, info, spec_after
+    return replace(cap, gm=sub.gm, before=cap.gm), info, spec_after
 
 
 def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet | None):
@@ -365,10 +407,14 @@ def _prune_setting(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog
     inp.progress = prog.sub(0.0, 1.0)
     extra: dict = {}
     search = TargetSearch(analysis, cap.gm, _tensors(cap.gm), spec, _one_input(cap, load.sigs, spec)) if spec.target else None
-    zeros = None
+    also: set[int] = set()
     if spec.from_zeros:
         zeros, extra["from_zeros"] = _zeros_stage(cap, analysis, load, spec, prog)
-    plan = make_plan(analysis, _tensors(cap.gm), spec, inp=inp, target_search=search, zeros=zeros)
+        also |= zeros
+    if spec.input_channels and spec.constrained:
+        grown, extra["inputs"] = inputs_mod.constrained(analysis, _tensors(cap.gm), spec.input_channels)
+        also |= grown
+    plan = make_plan(analysis, _tensors(cap.gm), spec, inp=inp, target_search=search, also_remove=also)
     if search is not None:
         plan, extra["target"] = _meet_target(search, analysis, plan, spec, inp, cap, load, prog)
     source = cap.gm

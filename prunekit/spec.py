@@ -163,6 +163,12 @@ class Spec(BaseModel):
         default_factory=dict, description="Per-parameter ratio of its output channels to remove."
     )
     channels: list[ChannelRemoval] = Field(default_factory=list)
+    reorder_inputs: bool = Field(
+        True, description="dim 'in': reorder the channels of the streams those consumers read so that the most "
+        "subselections are free narrows instead of gathers.")
+    constrained: bool = Field(
+        False, description="dim 'in': instead of subselecting, remove those channels from their producer and every "
+        "reader (seed 003's constrained mode); the report says what the removal grew by.")
     pruned_inputs: list[tuple[str, int]] = Field(
         default_factory=list, description="Seed 003's form of input-channel removal: [[param, input channel], ...]; "
         "the same as channels entries with dim 'in'.")

@@ -75,6 +75,11 @@ class JobResult(BaseModel):
     sparsity: dict[str, Any] | None = Field(None, description="Unstructured: target and sparsity reached (overall).")
     target: dict[str, Any] | None = Field(None, description="A MAC/params target: requested and reached.")
     sweep: dict[str, Any] | None = Field(None, description="A sweep: the setting selected and one row per setting.")
+    inputs: dict[str, Any] | None = Field(
+        None, description="Input channels (dim 'in'): each consumer's subselection (narrow or gather), reordered "
+        "streams, or what the constrained mode removed as well.")
+    from_zeros: dict[str, Any] | None = Field(
+        None, description="from_zeros: channels found with only zero weights, removed, and groups kept.")
 
 
 class JobError(BaseModel):

@@ -167,6 +167,8 @@ def summarize_report(report: dict, artifacts: list[dict]) -> dict:
         "evaluation": report.get("evaluation"),
         "sparsity": ({k: v for k, v in report["sparsity"].items() if k != "layers"} if report.get("sparsity") else None),
         "target": report.get("target"),
+        "inputs": report.get("inputs"),
+        "from_zeros": report.get("from_zeros"),
         "sweep": ({"parameter": report["sweep"]["parameter"], "selected": report["sweep"]["selected"],
                    "rows": [{k: r.get(k) for k in ("value", "ok", "sparsity", "macs_fraction", "accuracy", "loss")}
                             for r in report["sweep"]["rows"]]} if report.get("sweep") else None),

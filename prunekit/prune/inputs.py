@@ -19,6 +19,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.fx as fx
 
@@ -27,6 +30,9 @@ from ..errors import InvalidSpec
 from ..spec import ChannelRemoval
 from .surgery import _get_tensor, _set_tensor
 
+if TYPE_CHECKING:
+    from ..analysis.walk import Analysis
+
 aten = torch.ops.aten
 _CONSUMERS = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "linear"}
 
@@ -34,7 +40,6 @@ _CONSUMERS = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "line
 @dataclass
 class Subselected:
     gm: fx.GraphModule        # the capture whose consumers read only what they keep
-    zeroed: fx.GraphModule    # the capture with those weight columns zeroed: what ``gm`` must equal
     consumers: list[dict] = field(default_factory=list)
 
     def report(self) -> dict:
@@ -74,8 +79,8 @@ def subselect(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> Subselected:
     wanted: dict[str, set[int]] = {}
     for e in entries:
         wanted.setdefault(e.param, set()).update(e.channels)
-    sub, zeroed = copy.deepcopy(gm), copy.deepcopy(gm)
-    out = Subselected(sub, zeroed)
+    sub = copy.deepcopy(gm)
+    out = Subselected(sub)
     for k, (param, drop) in enumerate(sorted(wanted.items())):
         consumer = _consumer(sub, param)
         w = _get_tensor(sub, param)
@@ -100,10 +105,95 @@ def subselect(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> Subselected:
         set_argument(consumer, "input", picked)
         with torch.no_grad():
             _set_tensor(sub, param, w.detach()[:, keep].clone())
-            z = _get_tensor(zeroed, param).detach().clone()
-            z[:, sorted(drop)] = 0
-            _set_tensor(zeroed, param, z)
         out.consumers.append({"param": param, "removed": sorted(drop), "kept": len(keep), "subselection": kind})
     sub.graph.lint()
     sub.recompile()
+    return out
+
+
+def constrained(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[ChannelRemoval]) -> tuple[set[int], dict]:
+    """Seed 003's constrained mode: no subselection; the named input channels go from their
+    producer, so every reader of those channels loses them too.  Returns the channel roots to
+    remove and what the removal grew by (the other tensors that lose them)."""
+    roots = a.atoms.roots()
+    out: set[int] = set()
+    for e in entries:
+        lab = a.attr_labels.get(e.param)
+        n_in = int(tensors[e.param].shape[1]) if e.param in tensors and tensors[e.param].dim() >= 2 else 0
+        bad = [c for c in e.channels if c >= n_in]
+        if bad:
+            raise InvalidSpec(f"channels: {e.param!r} has {n_in} input channels; index {bad[0]} is out of range")
+        for c in e.channels:
+            atom = int(lab[1][c]) if lab and len(lab) > 1 and isinstance(lab[1], np.ndarray) else -1
+            r = int(roots[atom]) if atom >= 0 else -1
+            if r < 0 or r in a.atoms.hard or r in a.atoms.output:
+                why = a.atoms.hard.get(r, "it reaches the model's input or output") if r >= 0 else "it carries no prunable channel"
+                raise InvalidSpec(f"channels: input channel {c} of {e.param!r} cannot be removed from its producer "
+                                  f"(constrained): {why}")
+            out.add(r)
+    named = {e.param for e in entries}
+    also = sorted({name for name, lab in a.attr_labels.items() if name not in named and any(
+        isinstance(arr, np.ndarray) and np.isin(roots[arr[arr >= 0]], list(out)).any() for arr in lab or ())})
+    return out, {"mode": "constrained", "channels": len(out), "also_removed_from": also}
+
+
+def unread(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[ChannelRemoval]
+           ) -> tuple[list[ChannelRemoval], list[ChannelRemoval], set[int]]:
+    """Producer channels that no consumer reads any more: every weight that reads the channel (a
+    tensor dimension carrying it other than the tensor's output dimension) is a named consumer
+    dropping it.  Returns them as output-channel entries of their group's leader (removed outright
+    with everything coupled), the input entries that remain, and their roots (for the proof)."""
+    from .plan import find_groups
+
+    roots = a.atoms.roots()
+    dropping: dict[str, set[int]] = {}
+    for e in entries:
+        lab = a.attr_labels.get(e.param)
+        if lab and len(lab) > 1 and isinstance(lab[1], np.ndarray) and max(e.channels) < len(lab[1]):
+            dropping[e.param] = {int(roots[lab[1][c]]) for c in e.channels if lab[1][c] >= 0}
+    readers: dict[int, set[str]] = {}
+    for name, lab in a.attr_labels.items():
+        out_d = a.output_dims.get(name, 0)
+        for d, arr in enumerate(lab or ()):
+            if d != out_d and isinstance(arr, np.ndarray):
+                for r in set(roots[arr[arr >= 0]].tolist()):
+                    readers.setdefault(int(r), set()).add(name)
+    gone = {r for r, names in readers.items()
+            if r not in a.atoms.hard and r not in a.atoms.output and all(r in dropping.get(n, ()) for n in names)}
+    if not gone:
+        return [], list(entries), set()
+    groups, _, _ = find_groups(a, tensors)
+    outright: list[ChannelRemoval] = []
+    assigned: set[int] = set()
+    for g in groups:
+        rs = [int(r) for r in g.roots.tolist() if int(r) in gone]
+        if not rs or len(rs) == len(g.roots):  # a group is never emptied: those stay subselections
+            continue
+        assigned |= set(rs)
+        # name the channels by a weight matrix that produces them (a bias names them as well, less clearly)
+        leader = next((n for n, d in g.slots if d == a.output_dims.get(n, 0) == 0 and n in tensors
+                       and tensors[n].dim() >= 2), g.leader)
+        lead = a.attr_labels[leader][0]
+        idx = [i for i, atom in enumerate(lead.tolist()) if atom >= 0 and int(roots[atom]) in set(rs)]
+        outright.append(ChannelRemoval(param=leader, channels=idx, dim="out"))
+    gone = assigned
+    remaining = []
+    for e in entries:
+        lab = a.attr_labels.get(e.param)
+        keep = [c for c in e.channels if not (e.param in dropping and lab[1][c] >= 0 and int(roots[lab[1][c]]) in gone)]
+        if keep:
+            remaining.append(e.model_copy(update={"channels": keep}))
+    return outright, remaining, gone
+
+
+def zeroed(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> fx.GraphModule:
+    """The masked original of this step: ``gm`` with those weight columns zeroed, nothing else."""
+    out = copy.deepcopy(gm)
+    with torch.no_grad():
+        for e in entries:
+            w = _get_tensor(out, e.param)
+            if w.dim() >= 2 and max(e.channels) < w.shape[1]:
+                z = w.detach().clone()
+                z[:, e.channels] = 0
+                _set_tensor(out, e.param, z)
     return out

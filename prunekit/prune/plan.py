@@ -85,7 +85,7 @@ def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Gro
     return groups, comp_slots, roots
 
 
-def _known_names(tensors: dict[str, torch.Tensor], names: list[str], field_name: str) -> None:
+def known_names(tensors: dict[str, torch.Tensor], names: list[str], field_name: str) -> None:
     for n in names:
         if n not in tensors:
             close = difflib.get_close_matches(n, list(tensors), n=3, cutoff=0.6)
@@ -102,16 +102,17 @@ def _keep_count(n: int, ratio: float, spec: Spec) -> int:
 
 
 def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: RankInputs | None = None,
-         target_search=None, zeros: set[int] | None = None) -> Plan:
+         target_search=None, also_remove: set[int] | None = None) -> Plan:
     """Choose the channels to remove, following ``spec``.
 
     ``inp`` carries the calibration data for data-driven criteria (and collects their details);
-    ``target_search(groups, pool)`` chooses the removed channels for a ``target`` spec; ``zeros``
-    are channels proven to compute nothing (``from_zeros``), removed as well.
+    ``target_search(groups, pool)`` chooses the removed channels for a ``target`` spec;
+    ``also_remove`` are channel roots chosen before the plan (``from_zeros``, constrained input
+    channels), removed as well.
     """
-    _known_names(tensors, list(spec.layers), "layers")
-    _known_names(tensors, list(spec.ignore), "ignore")
-    _known_names(tensors, [c.param for c in spec.channels], "channels")  # both dims: names are names
+    known_names(tensors, list(spec.layers), "layers")
+    known_names(tensors, list(spec.ignore), "ignore")
+    known_names(tensors, [c.param for c in spec.channels], "channels")  # both dims: names are names
     groups, comp_slots, roots = find_groups(a, tensors)
     if inp is None:
         inp = RankInputs(analysis=a, tensors=tensors, spec=spec)
@@ -172,7 +173,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
                 _choose_local(groups[gi], r, spec, removed)
         if removed:  # GradProbe tests the ranked candidates (never the channels named below)
             removed = set(probe(inp, removed))
-    removed |= zeros or set()
+    removed |= also_remove or set()
     root_group = {int(r): g for g in groups for r in g.roots.tolist()}
     for entry in spec.output_channels:  # input channels were subselected before the analysis
         if entry.param in ignored:
@@ -195,7 +196,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
         g.remove = g.roots[mask]
         if len(g.roots) and mask.all():
             raise InvalidSpec(f"the spec would remove every channel of the group led by {g.leader!r}")
-    if not removed and not spec.input_channels:
+    if not removed and not (spec.input_channels and not spec.constrained):
         free = [g for g in groups if not g.output and not any((n, 0) in g.slots for n in ignored)]
         if not groups:
             stops = sorted({b.op for b in a.barriers})

@@ -98,3 +98,32 @@ def test_data_spec_without_calibration_is_refused_naming_the_field(stack: Stack,
     bad.write_bytes(b"not safetensors at all")
     r = _post(c, model, {"ratio": 0.25, "importance": "taylor", "inputs": [{"shape": [2, 4]}]}, bad)
     assert r.status_code == 422 and r.json()["error"]["details"][0]["path"] == "calibration"
+
+
+def test_input_channel_job_reports_its_subselections_and_the_artifact_equals_the_zeroed_upload(
+        stack: Stack, tmp_path: Path) -> None:
+    """Seed 003 through the service: the only reader of a stream drops two input channels, so the
+    producer loses them outright; the artifact equals the upload with those columns zeroed."""
+    import torch
+
+    model, _ = _mlp_files(tmp_path)
+    c = stack.client()
+    spec = {"pruned_inputs": [["2.weight", 3], ["2.weight", 7]], "inputs": [{"shape": [1, 4]}]}
+    r = _post(c, model, spec, None)
+    assert r.status_code == 202, r.text
+    done, _ = wait_job(c, r.json()["id"])
+    assert done["status"] == "succeeded", done
+    info = done["result"]["inputs"]
+    assert info["removed_outright"] == [{"param": "0.weight", "channels": [3, 7]}]
+    assert info["gathers"] + info["narrows"] == 0
+    pruned = torch.jit.load(io.BytesIO(c.get(f"/v1/jobs/{done['id']}/artifacts/model.pt").content))
+    original = torch.jit.load(str(model))
+    ref = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 3))
+    ref.load_state_dict(original.state_dict())
+    with torch.no_grad():
+        ref[2].weight[:, [3, 7]] = 0
+    x = torch.rand(5, 4)
+    assert torch.allclose(pruned(x), ref(x), rtol=1e-5, atol=1e-6)
+    assert dict(pruned.named_parameters())["2.weight"].shape == (16, 30)
+    assert dict(pruned.named_parameters())["0.weight"].shape == (30, 4)
