@@ -195,3 +195,18 @@ def test_a_channel_another_op_still_reads_is_subselected_not_removed():
     assert dict(res.model.named_parameters())["c1.weight"].shape[0] == 8
     x = example(x_spec, 3)
     assert torch.allclose(res.model(*x), _zeroed(model, "c2.weight", [2])(*x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("drops, runs", [
+    ([{5}, {5, 6}, {5, 6, 7}, {0, 5, 6, 7}], 4),        # nested, plus one at the other end: all runs
+    ([{1}, {2}, {3}], 2),                                # disjoint: a run's complement is a prefix plus a suffix
+    ([{i, i + 40} for i in range(0, 36, 3)], 2),         # 12 overlapping-free pairs: too many classes to try all
+])
+def test_best_order_makes_the_most_kept_sets_runs(drops, runs):
+    from prunekit.prune.reorder import best_order, contiguous
+
+    channels = list(range(96))
+    kept = [set(channels) - d for d in drops]
+    order, score = best_order(channels, kept)
+    assert sorted(order) == channels and score == runs
+    assert sum(contiguous(order, k) for k in kept) == runs

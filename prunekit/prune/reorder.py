@@ -10,7 +10,7 @@ PruneKit looks for the order in which the most consumers keep a contiguous run, 
 Kept sets that can all be runs at once are rare beyond two disjoint drops (a run's complement is a
 prefix plus a suffix: drops must sit at the ends or be nested), so the search is over the order of
 *classes* of channels (channels every consumer treats alike), exhaustive for up to 7 classes and
-greedy above.  A stream is reordered only where that is safe by the labels: it does not reach a
+a bounded local search above.  A stream is reordered only where that is safe by the labels: it does not reach a
 model input or output, and every tensor dimension that carries any of its channels carries all of
 them, once each (no split into parts, no repeat).  The subselected graph is then proven equal to
 the upload with those input channels zeroed; the API falls back to no reordering if it is not.
@@ -46,23 +46,56 @@ def best_order(channels: list[int], kept_sets: list[set[int]]) -> tuple[list[int
         classes[tuple(r in k for k in kept_sets)].append(r)
     keys = list(classes)
 
-    def score(order: list[int]) -> int:
-        return sum(contiguous(order, k) for k in kept_sets)
+    def score(perm) -> int:
+        """Kept sets that are runs: a class is all kept or all dropped by each consumer, so a kept
+        set is a run exactly when the classes it keeps are consecutive in ``perm``."""
+        total = 0
+        for i in range(len(kept_sets)):
+            at = [j for j, key in enumerate(perm) if key[i]]
+            total += bool(at) and at[-1] - at[0] + 1 == len(at)
+        return total
 
-    best, best_score = list(channels), score(list(channels))
+    best, best_score = list(channels), sum(contiguous(channels, k) for k in kept_sets)
     if len(keys) <= EXHAUSTIVE_CLASSES:
         candidates = itertools.permutations(keys)
-    else:  # channels kept by the most consumers in the middle, the rarest at the ends
-        by_count = sorted(keys, key=sum)
-        candidates = iter([by_count[0::2] + by_count[1::2][::-1], sorted(keys), sorted(keys, key=sum)])
+    else:
+        candidates = iter([_local_search(keys, score)])
     for perm in candidates:
-        order = [r for key in perm for r in classes[key]]
-        s = score(order)
+        s = score(perm)
         if s > best_score:
-            best, best_score = order, s
+            best, best_score = [r for key in perm for r in classes[key]], s
             if s == len(kept_sets):
                 break
     return best, best_score
+
+
+def _local_search(keys: list, score, budget: int = 20000) -> list:
+    """Too many classes to try every order.  Any two consumers ``i``, ``j`` can both keep runs:
+    channels both drop first, then those only ``i`` drops, the kept-by-both middle, those only
+    ``j`` drops last.  Try that for pairs, keep the best, then move single classes while that makes
+    more runs (``budget`` scorings at most)."""
+    m = len(keys[0]) if keys else 0
+    perm, current, spent = list(keys), score(list(keys)), 1
+    for i, j in itertools.islice(itertools.permutations(range(m), 2), 400):
+        cand = ([k for k in keys if not k[i] and not k[j]] + [k for k in keys if not k[i] and k[j]]
+                + sorted((k for k in keys if k[i] and k[j]), key=sum, reverse=True)
+                + [k for k in keys if k[i] and not k[j]])
+        s, spent = score(cand), spent + 1
+        if s > current:
+            perm, current = cand, s
+    better = True
+    while better and spent < budget:
+        better = False
+        for a, b in itertools.permutations(range(len(perm)), 2):
+            if spent >= budget:
+                break
+            cand = perm[:a] + perm[a + 1:]
+            cand.insert(b, perm[a])
+            s, spent = score(cand), spent + 1
+            if s > current:
+                perm, current, better = cand, s, True
+                break
+    return perm
 
 
 def _labelled_dims(a: Analysis):
