@@ -41,7 +41,8 @@ EPILOG = """examples:
       --calibration data.safetensors -o model.sparse.pt
 spec fields: architecture, inputs, method (structured|unstructured), importance (structured:
 l1|l2|bn_scale|random|taylor|gradprobe; unstructured: magnitude|wanda|gradprobe), ratio, target
-({"macs"|"params": fraction}), sparsity, pattern (N:M), layers, channels, ignore, global_ranking,
+({"macs"|"params": fraction}), sparsity, pattern (N:M), layers, channels (dim out|in), pruned_inputs
+([[param, input channel], ...]), reorder_inputs, constrained, from_zeros, ignore, global_ranking,
 round_to, min_channels, output_format (same|torchscript|export|state_dict), tolerance; with
 calibration data: loss, batch_size, num_batches, holdout, reduction_factor, gradient_threshold,
 recalibrate_bn, sweep. The calibration file (.safetensors) holds 'inputs' and optional 'targets'.
@@ -157,6 +158,19 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             t = rep.target
             console.print(f"target {t['metric']} {t['requested']}: reached {t['reached']:.3f}"
                           + ("" if t["met"] else f" (not met: {t.get('why', '')})"))
+        if rep.inputs:
+            i = rep.inputs
+            if i.get("mode") == "constrained":
+                console.print(f"input channels (constrained): {i['channels']} removed from their producer and "
+                              f"{len(i['also_removed_from'])} more tensors")
+            else:
+                console.print(f"input channels: {len(i['consumers'])} consumers read {i['narrows']} narrows and "
+                              f"{i['gathers']} gathers ({len(i['reordered'])} streams reordered); "
+                              f"{sum(len(e['channels']) for e in i['removed_outright'])} unread channels removed outright")
+        if rep.from_zeros:
+            z = rep.from_zeros
+            console.print(f"from_zeros: {z['removed']} of {z['candidates']} all-zero channels removed"
+                          + (f"; kept in {', '.join(z['groups_kept'])}" if z["groups_kept"] else ""))
         if rep.sweep:
             from .sweep import table as sweep_rows
 

@@ -242,6 +242,7 @@ class Spec(BaseModel):
     def _something_to_do(self) -> "Spec":
         from .prune.importance import criterion_names
 
+        named_inputs = bool(self.pruned_inputs)
         if self.pruned_inputs:  # one representation from here on
             by_param: dict[str, list[int]] = {}
             for param, channel in self.pruned_inputs:
@@ -259,6 +260,8 @@ class Spec(BaseModel):
                 raise ValueError(f"importance {self.importance!r} is a structured criterion; method unstructured takes "
                                  f"{', '.join(criterion_names('unstructured'))}")
             stray = [f for f in ("layers", "channels", "target", "from_zeros") if getattr(self, f)] + (["ratio"] if self.ratio else [])
+            if named_inputs:
+                stray = ["pruned_inputs" if f == "channels" else f for f in stray]
             if stray:
                 raise ValueError(f"{', '.join(stray)}: structured fields; method unstructured prunes by sparsity")
             if self.sparsity == 0.0 and self.pattern is None and swept != "sparsity":
