@@ -81,3 +81,20 @@ def test_from_zeros_adds_to_a_ratio_and_the_check_still_holds():
 def test_from_zeros_is_a_structured_field():
     with pytest.raises(InvalidSpec, match="from_zeros"):
         prunekit.parse_spec({"method": "unstructured", "sparsity": 0.5, "from_zeros": True})
+
+
+def test_the_group_by_group_proof_is_bounded():
+    """A model with many zero groups that fail together is tried a bounded number of times."""
+    from prunekit.prune.from_zeros import exact
+
+    calls = []
+
+    def unchanged(rs):
+        calls.append(rs)
+        return len(rs) == 1 and next(iter(rs)) % 2 == 0  # even singletons pass alone
+
+    candidates = {f"g{i:03d}": {i} for i in range(100)}
+    accepted, kept = exact(candidates, unchanged, most=10)
+    assert len(calls) == 1 + 10 + 1  # all at once, ten groups alone, the survivors together
+    # 0, 2, 4, 6, 8 pass alone but not together: nothing is removed, every group is kept
+    assert accepted == set() and len(kept) == 100

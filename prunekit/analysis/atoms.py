@@ -91,5 +91,15 @@ class Atoms:
                 self.hard[r] = reason
 
     def roots(self) -> np.ndarray:
-        """Root of every atom, as one vector (call after analysis)."""
-        return np.fromiter((self.find(a) for a in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
+        """Root of every atom, as one vector (call after analysis).
+
+        Pointer jumping over the whole parent vector at once (each step halves every path), then
+        the compressed vector is kept: the same roots :meth:`find` gives, without a Python loop."""
+        parent = np.asarray(self.parent, dtype=np.int64)
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        self.parent = parent.tolist()
+        return parent

@@ -67,10 +67,10 @@ def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Gro
         for dim, arr in enumerate(lab):
             if arr is None:
                 continue
-            rs = roots[arr[arr >= 0]]
-            for i, r in enumerate(np.unique(rs).tolist()):
+            where = np.nonzero(arr >= 0)[0]
+            uniq, first = np.unique(roots[arr[where]], return_index=True)
+            for r, idx in zip(uniq.tolist(), where[first].tolist()):
                 comp_slots.setdefault(r, []).append((name, dim))
-            for idx, r in zip(np.nonzero(arr >= 0)[0].tolist(), rs.tolist()):
                 first_index.setdefault(r, idx)
     by_sig: dict[tuple, list[int]] = {}
     for r, slots in comp_slots.items():
