@@ -189,6 +189,15 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
                 422, exc.code, str(exc),
                 [{"path": "architecture", "message": "not registered", "registered": list_architectures()}],
             ) from None
+    out_fmt = fmt if spec.output_format == "same" else spec.output_format
+    if spec.input_channels and not spec.constrained and out_fmt == STATE_DICT:
+        raise ApiError(
+            422, "invalid_spec",
+            "channels: dim 'in' needs a graph output: a state-dict output runs the architecture's own forward, "
+            "which cannot read a subset of its input; set output_format to torchscript or export, or constrained: true",
+            [{"path": "output_format", "message": "state_dict cannot subselect inputs"},
+             {"path": "channels", "message": "dim 'in' entries need a graph output"}],
+        )
     inputs = form.files.get("inputs")
     if inputs is not None and not is_safetensors(inputs.path):
         raise ApiError(422, "invalid_inputs_file", "the 'inputs' file is not a safetensors file",

@@ -127,3 +127,16 @@ def test_input_channel_job_reports_its_subselections_and_the_artifact_equals_the
     assert torch.allclose(pruned(x), ref(x), rtol=1e-5, atol=1e-6)
     assert dict(pruned.named_parameters())["2.weight"].shape == (16, 30)
     assert dict(pruned.named_parameters())["0.weight"].shape == (30, 4)
+
+
+def test_input_channels_into_a_state_dict_output_are_refused_at_submit(stack: Stack, tmp_path: Path) -> None:
+    model, _ = _mlp_files(tmp_path)
+    c = stack.client()
+    spec = {"pruned_inputs": [["2.weight", 3]], "output_format": "state_dict", "inputs": [{"shape": [1, 4]}]}
+    r = _post(c, model, spec, None)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_spec" and [d["path"] for d in err["details"]] == ["output_format", "channels"]
+    assert "constrained" in err["message"]
+    r = _post(c, model, dict(spec, constrained=True), None)  # the constrained mode needs no subselection
+    assert r.status_code == 202, r.text
