@@ -273,7 +273,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         analysis, inputs_report = None, None
         if spec.method == "structured":
             prog.start("analyse", "finding coupled channels")
-            if spec.input_channels and not spec.constrained:
+            if (spec.input_channels and not spec.constrained) or spec.from_zeros:
                 cap, inputs_report, spec = _inputs_stage(load, cap, spec, out_dir, prog, rules)
             analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
         inp = RankInputs(analysis=analysis, tensors=_tensors(cap.gm), spec=spec, gm=cap.gm, calibration=load.cal)
@@ -323,14 +323,22 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
     """Consumers named with ``dim: in`` read only what they keep (prune/inputs.py), after the
     streams they read were reordered to make the most subselections narrows (prune/reorder.py);
     the result is proven equal to the capture with those weight columns zeroed before anything
-    else is cut."""
-    if load.out_fmt == "state_dict" and out_dir is not None:
+    else is cut.
+
+    With ``from_zeros``, weight columns that are already all zero join in, but only to free
+    producer channels that no reader wants any more: they are never subselected (a subselection
+    costs more than the multiply-adds a zero column wastes, bench/README.md)."""
+    asked = [] if spec.constrained else list(spec.input_channels)
+    zero_cols = inputs_mod.zero_columns(cap.gm) if spec.from_zeros else []
+    if not asked and not zero_cols:
+        return cap, None, spec
+    if asked and load.out_fmt == "state_dict" and out_dir is not None:
         raise InvalidSpec("channels: dim 'in' needs a graph output (output_format torchscript or export): a "
                           "state-dict output runs the architecture's own forward, which cannot read a subset of its "
                           "input (or set constrained: true to remove those channels from their producer)")
-    n = len({c.param for c in spec.input_channels})
-    known_names(_tensors(cap.gm), [c.param for c in spec.input_channels], "channels")
-    reference = inputs_mod.zeroed(cap.gm, spec.input_channels)
+    n = len({c.param for c in asked})
+    known_names(_tensors(cap.gm), [c.param for c in asked], "channels")
+    reference = inputs_mod.zeroed(cap.gm, asked)
     batches = _check_batches(cap)
 
     def attempt(gm: fx.GraphModule, entries) -> tuple[Any, float]:
@@ -344,13 +352,18 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
     base = _analyse_stage(load, cap, spec, eager=False, rules=rules)
     # a producer channel no reader wants any more goes outright (with everything coupled), if the
     # upload with it masked everywhere is the upload with those columns zeroed (nothing else reads it)
-    outright, entries, gone = inputs_mod.unread(base, _tensors(cap.gm), spec.input_channels)
+    outright, entries, gone = inputs_mod.unread(base, _tensors(cap.gm), asked + zero_cols)
+    wanted = {(e.param, c) for e in asked for c in e.channels}
+    entries = [e.model_copy(update={"channels": cs}) for e in entries
+               if (cs := [c for c in e.channels if (e.param, c) in wanted])]
     if outright:
         masked = masked_original(inputs_mod.zeroed(cap.gm, entries), base, Removal.of(gone, base.atoms.roots()))
         try:
             check_mod.compare_with_upload(reference, masked, load.sigs, batches, spec.seed, spec.tolerance)
         except CheckFailed:  # another op reads those channels: keep them, subselect instead
-            outright, entries = [], list(spec.input_channels)
+            outright, entries = [], asked
+    if not asked and not outright:  # from_zeros found zero columns, but none frees a channel
+        return cap, None, spec
     streams: list[dict] = []
     sub, rel, carried = None, 0.0, outright
     if entries and spec.reorder_inputs:
@@ -369,6 +382,8 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
     info = (sub.report() if sub is not None else {"consumers": [], "narrows": 0, "gathers": 0}) | {
         "check_max_rel": rel, "reordered": streams,
         "removed_outright": [{"param": e.param, "channels": e.channels} for e in outright]}
+    if zero_cols:
+        info["zero_columns"] = sum(len(e.channels) for e in zero_cols)
     spec_after = spec.model_copy(update={"channels": spec.output_channels + carried + list(spec.input_channels)})
     if sub is None:
         return cap, info, spec_after

@@ -98,3 +98,32 @@ def test_the_group_by_group_proof_is_bounded():
     assert len(calls) == 1 + 10 + 1  # all at once, ten groups alone, the survivors together
     # 0, 2, 4, 6, 8 pass alone but not together: nothing is removed, every group is kept
     assert accepted == set() and len(kept) == 100
+
+
+def test_zero_input_columns_free_the_producer_channels_no_reader_wants():
+    """ln_structured on the *consumer's* input dim: c1's channels are read by nobody any more."""
+    torch.manual_seed(0)
+    model = Net().eval()
+    tprune.ln_structured(model.c2, "weight", amount=0.25, n=1, dim=1)
+    tprune.remove(model.c2, "weight")
+    dead = (model.c2.weight.transpose(0, 1).flatten(1) == 0).all(1)
+    assert int(dead.sum()) == 4
+    res = prunekit.prune(model, {"from_zeros": True, "inputs": INPUTS})
+    after = dict(res.model.named_parameters())
+    assert after["c1.weight"].shape[0] == 12 and after["c2.weight"].shape[1] == 12
+    assert res.report.inputs["zero_columns"] == 4
+    assert res.report.inputs["gathers"] == res.report.inputs["narrows"] == 0
+    x = example(INPUTS, 3)
+    assert torch.allclose(res.model(*x), model(*x), rtol=1e-6, atol=1e-6)
+
+
+def test_a_zero_column_of_a_stream_others_still_read_is_left_alone():
+    """The residual stream's other readers keep the channel: no subselection for a zero column."""
+    from prunekit.registry import build
+
+    torch.manual_seed(0)
+    model = build("zoo:resnet_mini").eval()
+    with torch.no_grad():
+        model.layer1[1].conv1.weight[:, 5] = 0
+    with pytest.raises(InvalidSpec, match="from_zeros"):
+        prunekit.prune(model, {"from_zeros": True, "inputs": [{"shape": [1, 3, 32, 32]}]})

@@ -47,8 +47,8 @@ class Subselected:
         return {"consumers": self.consumers, "narrows": kinds.count("narrow"), "gathers": kinds.count("gather")}
 
 
-def _consumer(gm: fx.GraphModule, param: str) -> fx.Node:
-    node = next((n for n in gm.graph.nodes if n.op == "get_attr" and n.target == param), None)
+def _consumer(gm: fx.GraphModule, param: str, node: fx.Node | None = None) -> fx.Node:
+    node = node or next((n for n in gm.graph.nodes if n.op == "get_attr" and n.target == param), None)
     if node is None:
         raise InvalidSpec(f"channels: {param!r} is not a tensor the captured graph reads")
     users = list(node.users)
@@ -184,6 +184,25 @@ def unread(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[Channe
         if keep:
             remaining.append(e.model_copy(update={"channels": keep}))
     return outright, remaining, gone
+
+
+def zero_columns(gm: fx.GraphModule) -> list[ChannelRemoval]:
+    """Input channels that a convolution or linear layer already ignores (its weight column is all
+    zero, as ``ln_structured(dim=1)`` leaves it): candidates for ``from_zeros``."""
+    out = []
+    for node in gm.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        try:
+            _consumer(gm, node.target, node)
+        except InvalidSpec:
+            continue
+        w = _get_tensor(gm, node.target).detach()
+        cols = (w.transpose(0, 1).reshape(w.shape[1], -1) == 0).all(1)
+        idx = torch.nonzero(cols).flatten().tolist()
+        if idx and len(idx) < w.shape[1]:
+            out.append(ChannelRemoval(param=node.target, channels=idx, dim="in"))
+    return out
 
 
 def zeroed(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> fx.GraphModule:
