@@ -273,9 +273,11 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         analysis, inputs_report = None, None
         if spec.method == "structured":
             prog.start("analyse", "finding coupled channels")
+            eager = load.out_fmt == "state_dict" and out_dir is not None
             if (spec.input_channels and not spec.constrained) or spec.from_zeros:
-                cap, inputs_report, spec = _inputs_stage(load, cap, spec, out_dir, prog, rules)
-            analysis = _analyse_stage(load, cap, spec, eager=load.out_fmt == "state_dict" and out_dir is not None, rules=rules)
+                cap, inputs_report, spec, analysis = _inputs_stage(load, cap, spec, out_dir, prog, rules)
+            if analysis is None or eager:  # (the inputs stage's analysis serves when the graph is unchanged)
+                analysis = _analyse_stage(load, cap, spec, eager=eager, rules=rules)
         inp = RankInputs(analysis=analysis, tensors=_tensors(cap.gm), spec=spec, gm=cap.gm, calibration=load.cal)
         sweep = None
         if spec.sweep is not None:
@@ -331,7 +333,7 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
     asked = [] if spec.constrained else list(spec.input_channels)
     zero_cols = inputs_mod.zero_columns(cap.gm) if spec.from_zeros else []
     if not asked and not zero_cols:
-        return cap, None, spec
+        return cap, None, spec, None
     if asked and load.out_fmt == "state_dict" and out_dir is not None:
         raise InvalidSpec("channels: dim 'in' needs a graph output (output_format torchscript or export): a "
                           "state-dict output runs the architecture's own forward, which cannot read a subset of its "
@@ -350,20 +352,9 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
 
     prog.tick(0.0, "finding the streams those consumers read")
     base = _analyse_stage(load, cap, spec, eager=False, rules=rules)
-    # a producer channel no reader wants any more goes outright (with everything coupled), if the
-    # upload with it masked everywhere is the upload with those columns zeroed (nothing else reads it)
-    outright, entries, gone = inputs_mod.unread(base, _tensors(cap.gm), asked + zero_cols)
-    wanted = {(e.param, c) for e in asked for c in e.channels}
-    entries = [e.model_copy(update={"channels": cs}) for e in entries
-               if (cs := [c for c in e.channels if (e.param, c) in wanted])]
-    if outright:
-        masked = masked_original(inputs_mod.zeroed(cap.gm, entries), base, Removal.of(gone, base.atoms.roots()))
-        try:
-            check_mod.compare_with_upload(reference, masked, load.sigs, batches, spec.seed, spec.tolerance)
-        except CheckFailed:  # another op reads those channels: keep them, subselect instead
-            outright, entries = [], asked
+    outright, entries = _unread_channels(load, cap, spec, base, asked, zero_cols, reference, batches)
     if not asked and not outright:  # from_zeros found zero columns, but none frees a channel
-        return cap, None, spec
+        return cap, None, spec, base
     streams: list[dict] = []
     sub, rel, carried = None, 0.0, outright
     if entries and spec.reorder_inputs:
@@ -386,8 +377,25 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
         info["zero_columns"] = sum(len(e.channels) for e in zero_cols)
     spec_after = spec.model_copy(update={"channels": spec.output_channels + carried + list(spec.input_channels)})
     if sub is None:
-        return cap, info, spec_after
-    return replace(cap, gm=sub.gm, before=cap.gm), info, spec_after
+        return cap, info, spec_after, base
+    return replace(cap, gm=sub.gm, before=cap.gm), info, spec_after, None
+
+
+def _unread_channels(load: _Load, cap, spec: Spec, base, asked: list, zero_cols: list, reference, batches):
+    """Producer channels no reader wants any more go outright (with everything coupled) instead of
+    being subselected, if the upload with them masked everywhere is the upload with the asked
+    columns zeroed (nothing else reads them).  Returns those removals and the asked entries left."""
+    outright, entries, gone = inputs_mod.unread(base, _tensors(cap.gm), asked + zero_cols)
+    wanted = {(e.param, c) for e in asked for c in e.channels}  # zero columns are never subselected
+    entries = [e.model_copy(update={"channels": cs}) for e in entries
+               if (cs := [c for c in e.channels if (e.param, c) in wanted])]
+    if outright:
+        masked = masked_original(inputs_mod.zeroed(cap.gm, entries), base, Removal.of(gone, base.atoms.roots()))
+        try:
+            check_mod.compare_with_upload(reference, masked, load.sigs, batches, spec.seed, spec.tolerance)
+        except CheckFailed:  # another op reads those channels: keep them, subselect instead
+            return [], asked
+    return outright, entries
 
 
 def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet | None):
