@@ -14,6 +14,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx as fx
 from torch.fx.interpreter import Interpreter
@@ -95,6 +96,22 @@ class Analysis:
     eager: bool = False
     output_dims: dict[str, int] = field(default_factory=dict)  # weights whose output channels are not dim 0
     rules: ruleset.RuleSet | None = None   # extra rules (call + entry points), looked up before the built-in ones
+
+    def output_slices(self, tensors: dict[str, torch.Tensor], roots: np.ndarray):
+        """``(name, tensor, dim, root per index)`` for every floating tensor in ``tensors`` whose
+        output dimension carries channels: the slices that *produce* a channel (rows, biases,
+        BatchNorm entries); ``-1`` where an index carries none."""
+        for name, lab in self.attr_labels.items():
+            t = tensors.get(name)
+            if t is None or not t.is_floating_point() or t.dim() == 0:
+                continue
+            d = self.output_dims.get(name, 0)
+            if d >= len(lab) or lab[d] is None:
+                continue
+            arr = lab[d]
+            r = np.full(len(arr), -1, dtype=np.int64)
+            r[arr >= 0] = roots[arr[arr >= 0]]
+            yield name, t, d, r
 
 
 def _none_labels(shape_tree: Any) -> Any:

@@ -34,20 +34,12 @@ def zero_channels(a: Analysis, tensors: dict[str, torch.Tensor], parameters: set
     groups, _, roots = find_groups(a, tensors)
     produced: dict[int, bool] = {}  # root -> every producing slice seen so far is zero
     zero_rows: set[int] = set()     # roots with an all-zero row in some weight matrix
-    for name, lab in a.attr_labels.items():
-        t = tensors.get(name)
-        if name not in parameters or t is None or not t.is_floating_point() or t.dim() == 0:
-            continue
-        d = a.output_dims.get(name, 0)
-        if d >= len(lab) or lab[d] is None:
-            continue
-        rows = t.detach().movedim(d, 0).reshape(t.shape[d], -1)
-        zero = (rows == 0).all(1).tolist()
-        for i, atom in enumerate(lab[d].tolist()):
-            if atom >= 0:
-                r = int(roots[atom])
-                produced[r] = produced.get(r, True) and zero[i]
-                if zero[i] and t.dim() >= 2:
+    for _name, t, d, rs in a.output_slices({n: t for n, t in tensors.items() if n in parameters}, roots):
+        zero = (t.detach().movedim(d, 0).reshape(t.shape[d], -1) == 0).all(1).tolist()
+        for r, z in zip(rs.tolist(), zero):
+            if r >= 0:
+                produced[r] = produced.get(r, True) and z
+                if z and t.dim() >= 2:
                     zero_rows.add(r)
     out: dict[str, set[int]] = {}
     for g in groups:

@@ -56,16 +56,7 @@ class GradProbe(Importance):
         cand = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
         scale: dict[str, torch.Tensor] = {}
         slices: list[tuple[str, int, np.ndarray]] = []  # (parameter, output dim, root per index)
-        for name, lab in a.attr_labels.items():
-            p = params.get(name)
-            if p is None or not p.is_floating_point() or p.dim() == 0:
-                continue
-            d = a.output_dims.get(name, 0)
-            if d >= len(lab) or lab[d] is None:
-                continue
-            arr = lab[d]
-            r = np.full(len(arr), -1, dtype=np.int64)
-            r[arr >= 0] = roots[arr[arr >= 0]]
+        for name, p, d, r in a.output_slices(params, roots):
             hit = np.isin(r, cand)
             if not hit.any():
                 continue

@@ -56,10 +56,10 @@ def _consumer(gm: fx.GraphModule, param: str, node: fx.Node | None = None) -> fx
         raise InvalidSpec(f"channels: {param!r} is read by {len(users)} ops; dim 'in' needs exactly one consumer")
     user = users[0]
     name = user.target.overloadpacket.__name__ if isinstance(user.target, torch._ops.OpOverload) else str(user.target)
-    if name not in _CONSUMERS or bound(user).get("weight") is not node:
+    args = bound(user)
+    if name not in _CONSUMERS or args.get("weight") is not node:
         raise InvalidSpec(f"channels: {param!r} is read by {name}; dim 'in' removes input channels of a "
                           "convolution's or linear layer's weight")
-    args = bound(user)
     if args.get("transposed") or int(args.get("groups", 1)) != 1:
         raise InvalidSpec(f"channels: {param!r} belongs to a grouped or transposed convolution; dim 'in' "
                           "handles plain convolutions and linear layers")
@@ -111,6 +111,18 @@ def subselect(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> Subselected:
     return out
 
 
+def column_roots(a: "Analysis", roots: np.ndarray, param: str) -> np.ndarray | None:
+    """The channel (root atom) each input column (dim 1) of ``param`` reads; ``-1`` where a
+    column carries none; ``None`` when the tensor has no labelled input dimension."""
+    lab = a.attr_labels.get(param)
+    if not lab or len(lab) < 2 or not isinstance(lab[1], np.ndarray):
+        return None
+    arr = lab[1]
+    out = np.full(len(arr), -1, dtype=np.int64)
+    out[arr >= 0] = roots[arr[arr >= 0]]
+    return out
+
+
 def constrained(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[ChannelRemoval]) -> tuple[set[int], dict]:
     """Seed 003's constrained mode: no subselection; the named input channels go from their
     producer, so every reader of those channels loses them too.  Returns the channel roots to
@@ -118,14 +130,13 @@ def constrained(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[C
     roots = a.atoms.roots()
     out: set[int] = set()
     for e in entries:
-        lab = a.attr_labels.get(e.param)
         n_in = int(tensors[e.param].shape[1]) if e.param in tensors and tensors[e.param].dim() >= 2 else 0
         bad = [c for c in e.channels if c >= n_in]
         if bad:
             raise InvalidSpec(f"channels: {e.param!r} has {n_in} input channels; index {bad[0]} is out of range")
+        cols = column_roots(a, roots, e.param)
         for c in e.channels:
-            atom = int(lab[1][c]) if lab and len(lab) > 1 and isinstance(lab[1], np.ndarray) else -1
-            r = int(roots[atom]) if atom >= 0 else -1
+            r = int(cols[c]) if cols is not None else -1
             if r < 0 or r in a.atoms.hard or r in a.atoms.output:
                 why = a.atoms.hard.get(r, "it reaches the model's input or output") if r >= 0 else "it carries no prunable channel"
                 raise InvalidSpec(f"channels: input channel {c} of {e.param!r} cannot be removed from its producer "
@@ -148,9 +159,9 @@ def unread(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[Channe
     roots = a.atoms.roots()
     dropping: dict[str, set[int]] = {}
     for e in entries:
-        lab = a.attr_labels.get(e.param)
-        if lab and len(lab) > 1 and isinstance(lab[1], np.ndarray) and max(e.channels) < len(lab[1]):
-            dropping[e.param] = {int(roots[lab[1][c]]) for c in e.channels if lab[1][c] >= 0}
+        cols = column_roots(a, roots, e.param)
+        if cols is not None and max(e.channels) < len(cols):
+            dropping[e.param] = {int(cols[c]) for c in e.channels if cols[c] >= 0}
     readers: dict[int, set[str]] = {}
     for name, lab in a.attr_labels.items():
         out_d = a.output_dims.get(name, 0)
@@ -179,8 +190,8 @@ def unread(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[Channe
     gone = assigned
     remaining = []
     for e in entries:
-        lab = a.attr_labels.get(e.param)
-        keep = [c for c in e.channels if not (e.param in dropping and lab[1][c] >= 0 and int(roots[lab[1][c]]) in gone)]
+        cols = column_roots(a, roots, e.param) if e.param in dropping else None
+        keep = [c for c in e.channels if cols is None or int(cols[c]) not in gone]
         if keep:
             remaining.append(e.model_copy(update={"channels": keep}))
     return outright, remaining, gone

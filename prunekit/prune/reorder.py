@@ -28,6 +28,7 @@ import torch.fx as fx
 
 from ..analysis.walk import Analysis
 from ..spec import ChannelRemoval
+from .inputs import column_roots
 from .plan import find_groups
 from .surgery import _get_tensor, _set_tensor
 
@@ -136,12 +137,11 @@ def reorder(gm: fx.GraphModule, a: Analysis, entries: list[ChannelRemoval], carr
     group_of = {int(r): gi for gi, g in enumerate(groups) for r in g.roots.tolist()}
     readers: dict[int, list[tuple[ChannelRemoval, np.ndarray]]] = defaultdict(list)
     for e in entries:
-        lab = a.attr_labels.get(e.param)
-        if not lab or len(lab) < 2 or not isinstance(lab[1], np.ndarray) or (lab[1] < 0).any():
+        col_roots = column_roots(a, roots, e.param)
+        if col_roots is None or (col_roots < 0).any():
             continue
-        if any(c >= len(lab[1]) for c in e.channels):
+        if any(c >= len(col_roots) for c in e.channels):
             continue  # subselect() names the bad index
-        col_roots = roots[lab[1]]
         gis = {group_of.get(int(r)) for r in col_roots.tolist()}
         if len(gis) == 1 and None not in gis:
             gi = gis.pop()
