@@ -17,6 +17,9 @@ piece                     why                                                   
                           (``torch.export._trace._export``)
 ``TS2EP_RETRACE_HOOK``    fold tensorised size arithmetic before the converter      2.13.0
                           retraces (``TS2EPConverter.retrace_as_exported_program``)
+``converter_graph``       hand the converter a graph whose constant control flow    2.13.0
+                          was specialised (``converter._create_jit_graph``,
+                          ``converter._get_param_count_list``)
 ========================= ========================================================= ============
 """
 
@@ -54,6 +57,10 @@ def check() -> None:
     _require(torch._C, "_pickle_load_obj", "torch._C._pickle_load_obj")
     _require(export_trace, "_export", "torch.export._trace._export")
     _require(TS2EPConverter, TS2EP_RETRACE_HOOK, f"TS2EPConverter.{TS2EP_RETRACE_HOOK}")
+    from torch._export import converter
+
+    _require(converter, "_create_jit_graph", "torch._export.converter._create_jit_graph")
+    _require(converter, "_get_param_count_list", "torch._export.converter._get_param_count_list")
 
 
 _UNPICKLE_LOCK = threading.Lock()
@@ -117,3 +124,30 @@ def batch_only_retrace():
     finally:
         export_trace._export = real
         _RETRACE_LOCK.release()
+
+
+_CONVERTER_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def converter_graph(graph, params: list, module):
+    """Within this block, TS2EPConverter converts ``graph`` (the frozen ``forward`` with the
+    parameters as trailing inputs, as the converter itself would build it) instead of building
+    its own from the module; the input shapes are assigned from the converter's sample, as it does."""
+    check()
+    from torch._export import converter
+
+    def prepared(model, args):
+        args_params = tuple(args) + tuple(params)
+        counts = converter._get_param_count_list(graph, args_params)
+        flat, _ = torch.jit._flatten(args_params)
+        shaped = torch._C._propagate_and_assign_input_shapes(graph, tuple(flat), counts, False, False)
+        return shaped, params, None, module
+
+    with _CONVERTER_LOCK:
+        real = converter._create_jit_graph
+        converter._create_jit_graph = prepared
+        try:
+            yield
+        finally:
+            converter._create_jit_graph = real

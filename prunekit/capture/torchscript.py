@@ -12,9 +12,10 @@ import operator
 
 from ..errors import CaptureFailed, first_line
 from ..io.inputs import sample_inputs
-from ..torch_compat import batch_only_retrace
-from .passes import fold_scalar_arithmetic
+from ..torch_compat import batch_only_retrace, converter_graph
+from .passes import fold_scalar_arithmetic, scalar_ops_to_python
 from .quiet import quiet
+from .script_branches import has_control_flow, prepare_scripted
 
 
 # Converter failures whose cause users can act on: a fragment of the error → what to do.
@@ -30,8 +31,11 @@ _PADDING_NOTE = ("the TorchScript model computes paddings from its input sizes; 
                  "the pruned model keeps the example's sizes except the batch")
 
 
-def ts_to_export(ts, example: tuple, notes: list[str]):
+def ts_to_export(ts, example: tuple, notes: list[str], prepared=None):
     """TS2EPConverter, with tensorised size arithmetic folded before the converter retraces.
+
+    ``prepared`` (:func:`.script_branches.prepare_scripted`) is the graph to convert when the
+    model has control flow; integer size ops are made Python operators so sizes stay symbolic.
 
     The converter retraces with every dimension dynamic, which keeps sequence lengths and image
     sizes free.  A model that takes its sizes modulo something (Swin's window padding,
@@ -43,6 +47,7 @@ def ts_to_export(ts, example: tuple, notes: list[str]):
     class SizeFoldingConverter(TS2EPConverter):  # the hook torch_compat.TS2EP_RETRACE_HOOK checks
         def retrace_as_exported_program(self, gm, name_to_constant):
             fold_scalar_arithmetic(gm)
+            scalar_ops_to_python(gm)
             if not any(n.target is operator.mod for n in gm.graph.nodes):  # only folds still in use
                 return super().retrace_as_exported_program(gm, name_to_constant)
             if _PADDING_NOTE not in notes:  # once, however many conversion attempts
@@ -50,7 +55,11 @@ def ts_to_export(ts, example: tuple, notes: list[str]):
             with batch_only_retrace():
                 return super().retrace_as_exported_program(gm, name_to_constant)
 
-    return SizeFoldingConverter(ts, example).convert()
+    if prepared is None:
+        return SizeFoldingConverter(ts, example).convert()
+    with converter_graph(prepared.graph, prepared.params, prepared.module):
+        converter = SizeFoldingConverter(ts, example)
+    return converter.convert()
 
 
 def convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):
@@ -58,12 +67,25 @@ def convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, not
     size baked in converts only at that size, so that is tried next."""
     attempts = [example] + ([sample_inputs(sigs, own_batch, seed)] if own_batch != example[0].shape[0] else [])
     error: BaseException | None = None
+    scripted = has_control_flow(ts)
     for ex in attempts:
         try:
             with quiet():
-                return ts_to_export(ts, ex, notes), ex
+                prepared = prepare_scripted(ts, ex, lambda b: sample_inputs(sigs, b, seed)) if scripted else None
+                if prepared is not None:
+                    _note_specialised(prepared, notes)
+                return ts_to_export(ts, ex, notes, prepared), ex
+        except CaptureFailed:
+            raise
         except Exception as exc:
             error = error or exc
     message = f"the TorchScript model could not be converted to a graph: {first_line(error, with_type=True)}"
     hint = next((h for key, h in CONVERTER_HINTS.items() if key in str(error)), None)
     raise CaptureFailed(f"{message}. {hint}" if hint else message) from None
+
+
+def _note_specialised(prepared, notes: list[str]) -> None:
+    note = (f"the scripted model's control flow was specialised to the example: {prepared.specialised} "
+            f"branch(es) on shapes, flags or None-ness replaced by the branch taken")
+    if prepared.specialised and note not in notes:
+        notes.append(note)

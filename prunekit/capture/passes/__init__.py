@@ -7,6 +7,8 @@ pass                        what it fixes
                             widths and would fire once channels are removed
 ``fold_scalar_arithmetic``  TS2EP's tensorised size arithmetic (``scalar_tensor(size) * c``,
                             ``.item()``), back to integer arithmetic on sizes
+``scalar_ops_to_python``   TorchScript's integer size ops (``aten.mul.int``), which fix the
+                            batch and sequence length in the retrace, as ``operator`` calls
 ``promote_parameters``      TS2EP's parameters lifted as buffers, back to parameters
 ``map_lifted_constants``    TS2EP's anonymous lifted constants, back to their parameter names
 =========================== ====================================================================
@@ -15,6 +17,8 @@ pass                        what it fixes
 from .fold_scalar_arithmetic import fold_scalar_arithmetic
 from .map_lifted_constants import map_lifted_constants
 from .promote_parameters import owner_of, promote_to_parameters
+from .scalar_ops_to_python import scalar_ops_to_python
 from .strip_runtime_guards import strip_runtime_guards
 
-__all__ = ["fold_scalar_arithmetic", "map_lifted_constants", "owner_of", "promote_to_parameters", "strip_runtime_guards"]
+__all__ = ["fold_scalar_arithmetic", "map_lifted_constants", "owner_of", "promote_to_parameters", "scalar_ops_to_python",
+           "strip_runtime_guards"]
