@@ -9,15 +9,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PRUNEKIT_DATA_DIR=/data
 
 # torch first, from the CPU index, in its own layer: it is by far the largest and changes least.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cpu
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY prunekit ./prunekit
 COPY service ./service
 COPY worker ./worker
-# torch is already satisfied, so this only adds the project and its service dependencies.
-RUN pip install ".[service,postgres]" \
+# torch is already satisfied, so this only adds the project, its service dependencies and the
+# libraries behind architectures by name (timm:, hf:; torchvision: came with torch).
+RUN pip install ".[service,postgres,vision,hf]" \
     && useradd --system --create-home --uid 10001 --user-group prunekit \
     && mkdir -p /data \
     && chown prunekit:prunekit /data

@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0          # the CPU wheel first: an unpinned torch pulls CUDA
+	$(PY) -m pip install -q --no-deps torchvision==0.28.0  # model code for torchvision:NAME and timm (its deps would pull another torch)
 	$(PY) -m pip install -q -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 

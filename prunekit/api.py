@@ -31,13 +31,14 @@ from . import sweep as sweep_mod
 from .analysis.eager_limits import frozen_tensors
 from .analysis.ruleset import RulesArg, RuleSet, extra_rules
 from .analysis.walk import analyse
-from .artifacts import ARTIFACT_NAMES, REPORT_NAME
+from .artifacts import ARTIFACT_NAMES, MANIFEST_NAME, REPORT_NAME
 from .capture import capture, humanize_symbols, symbol_names
 from .data import batch_norm as bn_mod
 from .data.calibration import Calibration, check_targets, load_calibration, signatures_from
 from .data.objective import evaluate, evaluation_report, first_tensor
 from .errors import CheckFailed, ExportFailed, InvalidCalibration, InvalidSpec, PruneKitError, first_line
 from .io import export as export_mod
+from .io.formats import EAGER_FORMATS
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .io.loading import LoadedModel, load_model
 from .metrics import count_macs, count_parameters
@@ -146,7 +147,7 @@ def _signatures(spec: Spec, loaded: LoadedModel, inputs: Path | None, cal_source
     if spec.inputs:
         return from_specs(spec.inputs)
     if loaded.architecture:
-        defaults = get_architecture(loaded.architecture).example_inputs
+        defaults = get_architecture(loaded.architecture, loaded.config).example_inputs
         if defaults:
             return from_specs(defaults)
     if cal_source is not None:
@@ -273,7 +274,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
         analysis, inputs_report = None, None
         if spec.method == "structured":
             prog.start("analyse", "finding coupled channels")
-            eager = load.out_fmt == "state_dict" and out_dir is not None
+            eager = load.out_fmt in EAGER_FORMATS and out_dir is not None
             if (spec.input_channels and not spec.constrained) or spec.from_zeros:
                 cap, inputs_report, spec, analysis = _inputs_stage(load, cap, spec, out_dir, prog, rules)
             if analysis is None or eager:  # (the inputs stage's analysis serves when the graph is unchanged)
@@ -334,7 +335,7 @@ def _inputs_stage(load: _Load, cap, spec: Spec, out_dir: Path | None, prog: "_Pr
     zero_cols = inputs_mod.zero_columns(cap.gm) if spec.from_zeros else []
     if not asked and not zero_cols:
         return cap, None, spec, None
-    if asked and load.out_fmt == "state_dict" and out_dir is not None:
+    if asked and load.out_fmt in EAGER_FORMATS and out_dir is not None:
         raise InvalidSpec("channels: dim 'in' needs a graph output (output_format torchscript or export): a "
                           "state-dict output runs the architecture's own forward, which cannot read a subset of its "
                           "input (or set constrained: true to remove those channels from their producer)")
@@ -611,7 +612,7 @@ def _export_stage(load: _Load, cap, pruned: fx.GraphModule, batches: list[int], 
                   prog: "_Progress") -> _Exported:
     artifacts, load_back = export_mod.write(
         pruned, load.out_fmt, out_dir, cap.example, cap.dynamic_batch,
-        architecture=load.loaded.architecture or spec.architecture,
+        architecture=load.loaded.architecture or spec.architecture, config=load.loaded.config,
         state_names=list(_original_state_names(load.loaded, cap.gm)),
     )
     prog.tick(0.6, "loading the written model back to prove it")
@@ -690,7 +691,7 @@ def _prove_artifact(load_back, pruned: nn.Module, sigs, batches, spec: Spec, art
                 raise ExportFailed(
                     f"the written model does not run at batch {b}: {first_line(exc)}"
                     + ("; the architecture's forward may hard-code widths, ask for output_format 'torchscript' or 'export'"
-                       if spec.output_format == "state_dict" or ARTIFACT_NAMES["state_dict"] in artifacts else "")
+                       if MANIFEST_NAME in artifacts else "")
                 ) from None
             ref = pruned(*x)
         dev = check_mod.compare_outputs(ref, got, dtypes=False)

@@ -100,12 +100,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             result = prune_to_dir(args.model, spec, work, inputs_path=args.inputs, progress=on_progress,
                                   calibration_path=args.calibration)
         rep = result.report
-        model_file = work / ARTIFACT_NAMES[rep.output_format]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(model_file), out)
-        report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
-        shutil.move(str(work / REPORT_NAME), report_path)
         extra = ""
+        if rep.output_format == "checkpoint":  # a folder, as uploaded: model.safetensors, config.json, manifest.json
+            report_path = _place_checkpoint(work, out, args.report)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(work / ARTIFACT_NAMES[rep.output_format]), out)
+            report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+            shutil.move(str(work / REPORT_NAME), report_path)
         for name in ("sweep.json", "sweep.png"):
             if (work / name).exists():
                 dest = out.with_name(out.stem + "." + name)
@@ -192,14 +194,54 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _place_checkpoint(work: Path, out: Path, report: str | None) -> Path:
+    """Move a checkpoint output's files into the folder ``out`` (created; files there are replaced)."""
+    from .artifacts import REPORT_NAME
+
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a folder (a checkpoint output is a folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = Path(report) if report else out / REPORT_NAME
+    for f in work.iterdir():
+        if f.is_file():
+            shutil.move(str(f), report_path if f.name == REPORT_NAME else out / f.name)
+    return report_path
+
+
 def _cmd_architectures(args: argparse.Namespace) -> int:
+    from . import providers
+    from .errors import PruneKitError
     from .registry import get_architecture, list_architectures
 
+    if args.provider:
+        if args.provider not in providers.PROVIDERS:
+            print(f"unknown provider {args.provider!r}; providers: {', '.join(providers.PROVIDERS)}", file=sys.stderr)
+            return EXIT_ERROR
+        try:
+            for name in providers.names(args.provider):
+                print(name)
+        except PruneKitError as exc:
+            print(f"error ({exc.code}): {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
     for name in list_architectures():
         arch = get_architecture(name)
         shapes = ", ".join(str(i["shape"]) for i in arch.example_inputs)
         print(f"{name:28s} {shapes:20s} {arch.description}")
-    return 0
+    print()
+    print("by provider (names are built with random weights; state-dicts load into them):")
+    for p in providers.status():
+        if p["installed"]:
+            count = ""
+            try:
+                count = f"{len(providers.names(p['prefix']))} names, " if p["prefix"] != "hf" else ""
+            except PruneKitError:
+                pass
+            state = f"{count}'prunekit architectures {p['prefix']}' lists them" + (f"; {p['note']}" if p["note"] else "")
+        else:
+            state = f"not installed ({p['note'] or p['install']})"
+        print(f"{p['form']:28s} {p['description']}: {state}")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,13 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model file: TorchScript (.pt), torch.export (.pt2), state-dict (.pt/.pth/.safetensors)")
+    p.add_argument("model", help="model file: TorchScript (.pt), torch.export (.pt2), state-dict (.pt/.pth/.safetensors), "
+                   "or a checkpoint folder (config.json + model.safetensors) or a zip/tar of one")
     p.add_argument("--spec", help="spec as a JSON file or inline JSON text")
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
     p.add_argument("--inputs", help="safetensors file of example inputs (overrides the spec's inputs)")
     p.add_argument("--ratio", type=float, help="fraction of channels to remove per group (overrides the spec)")
     p.add_argument("--arch", help="registered architecture name, for state-dict files (see 'prunekit architectures')")
-    p.add_argument("--format", choices=["same", "torchscript", "export", "state_dict"], help="output format")
+    p.add_argument("--format", choices=["same", "torchscript", "export", "state_dict", "checkpoint"],
+                   help="output format (checkpoint: a folder of model.safetensors, manifest.json and config.json)")
     from .prune.importance import criterion_names
 
     p.add_argument("--importance", choices=criterion_names(), help="criterion (taylor, gradprobe, wanda need --calibration)")
@@ -239,7 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_cmd_prune)
 
-    a = sub.add_parser("architectures", help="list registered architectures (for state-dict uploads)")
+    a = sub.add_parser("architectures", help="list the architectures state-dicts can name (zoo:, torchvision:, timm:, hf:)",
+                       description="Without an argument: the registered architectures, then one line per provider "
+                       "(torchvision, timm, hf) saying whether its package is installed here. With a provider: every "
+                       "name it offers.")
+    a.add_argument("provider", nargs="?", help="list every name of one provider: torchvision, timm or hf")
     a.set_defaults(func=_cmd_architectures)
 
     _add_app_commands(sub)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -51,6 +52,25 @@ def _spec_text(spec: Any) -> str:
             return Path(spec).read_text()
         return text
     raise TypeError(f"spec must be a Spec, dict, JSON text or path, not {type(spec).__name__}")
+
+
+def _pack_checkpoint(folder: Path) -> Path:
+    """A zip (stored, not compressed: weights do not compress) of the folder's checkpoint files:
+    ``config.json``, the safetensors weights and their index; other files stay home."""
+    import tempfile
+    import zipfile
+
+    names = [p for p in sorted(folder.iterdir()) if p.is_file() and
+             (p.name in ("config.json", "model.safetensors.index.json") or p.name.endswith(".safetensors"))]
+    if not any(p.name == "config.json" for p in names):
+        raise ServiceError(0, "invalid_model_file", f"{folder} is a folder without config.json (a checkpoint folder "
+                           "holds config.json and model.safetensors)")
+    tmp = Path(tempfile.mkdtemp(prefix="prunekit-upload-"))
+    archive = tmp / f"{folder.name or 'checkpoint'}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        for p in names:
+            zf.write(p, arcname=p.name)
+    return archive
 
 
 def _raise_for(resp: httpx.Response) -> None:
@@ -97,12 +117,14 @@ class Client:
     def submit(self, model_path: str | Path, spec: Any, inputs: str | Path | None = None,
                calibration: str | Path | None = None) -> dict:
         """Upload a model and a spec (and optional example inputs and calibration data, both
-        safetensors files); returns the queued job."""
+        safetensors files); returns the queued job.  A checkpoint folder (``config.json`` +
+        safetensors weights) is sent as a zip of those files."""
         model_path = Path(model_path)
         opened: list = []
+        packed = _pack_checkpoint(model_path) if model_path.is_dir() else None
         try:
             files: dict[str, Any] = {}
-            for field, path in (("model", model_path), ("inputs", inputs), ("calibration", calibration)):
+            for field, path in (("model", packed or model_path), ("inputs", inputs), ("calibration", calibration)):
                 if path:
                     f = open(path, "rb")
                     opened.append(f)
@@ -113,6 +135,8 @@ class Client:
         finally:
             for f in opened:
                 f.close()
+            if packed is not None:
+                shutil.rmtree(packed.parent, ignore_errors=True)
 
     def get(self, job_id: str) -> dict:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
@@ -204,9 +228,12 @@ class Client:
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
         out = []
-        for a in self.artifacts(job_id):
+        arts = self.artifacts(job_id)
+        # a checkpoint is a folder whose files keep their names (load_pruned(folder) reads them)
+        folder = any(MODEL_FORMATS.get(a["name"]) == "checkpoint" for a in arts)
+        for a in arts:
             cb = (lambda d, t, n=a["name"]: on_progress(n, d, t)) if on_progress else None
-            out.append(self.download(job_id, a["name"], dest_dir, on_progress=cb))
+            out.append(self.download(job_id, a["name"], dest_dir / a["name"] if folder else dest_dir, on_progress=cb))
         return out
 
     def delete(self, job_id: str) -> dict | None:

@@ -44,6 +44,13 @@ class UnknownArchitecture(PruneKitError):
     code = "unknown_architecture"
 
 
+class ArchitectureUnavailable(UnknownArchitecture):
+    """The architecture's provider needs a package this server does not have (``torchvision:``
+    without torchvision), or the package cannot build it here; the message says what to install."""
+
+    code = "architecture_unavailable"
+
+
 class StateDictMismatch(PruneKitError):
     """The state-dict does not fit the named architecture."""
 
@@ -63,6 +70,18 @@ class InvalidCalibration(InvalidSpec):
     code = "invalid_calibration"
 
     def __init__(self, message: str, *, field: str = "calibration") -> None:
+        super().__init__(f"{field}: {message}")
+        self.details = [{"path": field, "message": message}]
+
+
+class InvalidConfig(InvalidSpec):
+    """A configuration uploaded with the weights (a Hugging Face ``config.json``) is refused: not
+    valid data for its class, names code or a class the library does not ship, or asks for
+    downloads.  ``details`` names the field."""
+
+    code = "invalid_config"
+
+    def __init__(self, message: str, *, field: str = "config.json") -> None:
         super().__init__(f"{field}: {message}")
         self.details = [{"path": field, "message": message}]
 

@@ -6,6 +6,11 @@ through the entry-point group ``prunekit.architectures`` (``name = "pkg.module:f
 deployment can support its own models without touching PruneKit.  Uploaded files never supply
 code: only installed factories are ever called.
 
+Names with a provider prefix (``torchvision:resnet50``, ``timm:convnext_atto``, ``hf:`` with
+the ``config.json`` uploaded beside the weights) are resolved by the provider of that package
+(``providers/``), imported only when such a name is asked for: the engine never depends on
+torchvision, timm or transformers, and a server without one says which package is missing.
+
 A renamed architecture keeps its old name as an *alias* for one release: ``get_architecture`` and
 ``build`` resolve it (with a ``DeprecationWarning``) to the very same entry, while
 ``list_architectures`` lists each architecture once, under its current name; ``list_aliases``
@@ -21,7 +26,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .errors import UnknownArchitecture
+from .errors import InvalidSpec, UnknownArchitecture
 
 ENTRY_POINT_GROUP = "prunekit.architectures"
 
@@ -31,7 +36,9 @@ class Architecture:
     """A registered architecture.
 
     ``example_inputs`` are spec-style dicts (``{"shape": [...], "dtype": "float32"}``) used when a
-    spec gives no inputs of its own.
+    spec gives no inputs of its own.  ``config`` is the validated configuration a provider built
+    the architecture from (a Hugging Face ``config.json``), kept so that a pruned state-dict can
+    be rebuilt the same way; ``None`` for architectures that need none.
     """
 
     name: str
@@ -39,6 +46,7 @@ class Architecture:
     example_inputs: list[dict] = field(default_factory=list)
     description: str = ""
     scriptable: bool = True
+    config: dict | None = None
 
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -109,9 +117,19 @@ def list_aliases() -> dict[str, str]:
     return {old: new for old, new in sorted(_ALIASES.items()) if old not in _REGISTRY}
 
 
-def get_architecture(name: str) -> Architecture:
-    """Look ``name`` up; an unknown name lists what is registered and the closest matches."""
+def get_architecture(name: str, config: dict | None = None) -> Architecture:
+    """Look ``name`` up; an unknown name lists what is registered and the closest matches.
+
+    ``config`` is for providers that build from one (``hf:``); registered names take none."""
     _load_builtin_and_entry_points()
+    if name not in _REGISTRY and name not in _ALIASES:
+        from . import providers
+
+        provider = providers.provider_of(name)
+        if provider is not None:
+            return providers.architecture(provider, name, config)
+    if config is not None:
+        raise InvalidSpec(f"architecture {name!r} is built without a configuration; only hf: architectures take one")
     if name not in _REGISTRY and name in _ALIASES:
         import warnings
 
@@ -127,11 +145,14 @@ def get_architecture(name: str) -> Architecture:
         names = sorted(_REGISTRY)
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
+        from . import providers
+
         raise UnknownArchitecture(
-            f"unknown architecture {name!r}.{hint} Registered: {', '.join(names)}"
+            f"unknown architecture {name!r}.{hint} Registered: {', '.join(names)}; "
+            f"by provider: {providers.summary()}"
         ) from None
 
 
-def build(name: str) -> nn.Module:
-    """Instantiate a registered architecture in eval mode."""
-    return get_architecture(name).factory().eval()
+def build(name: str, config: dict | None = None) -> nn.Module:
+    """Instantiate a registered architecture (random weights) in eval mode."""
+    return get_architecture(name, config).factory().eval()

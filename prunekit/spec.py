@@ -179,7 +179,9 @@ class Spec(BaseModel):
     global_ranking: bool = False
     round_to: int = Field(1, ge=1, description="Kept channels per group are a multiple of this.")
     min_channels: int = Field(1, ge=1, description="Never keep fewer channels than this in a group.")
-    output_format: Literal["same", "torchscript", "export", "state_dict"] = "same"
+    output_format: Literal["same", "torchscript", "export", "state_dict", "checkpoint"] = Field(
+        "same", description="same (the upload's), torchscript, export (.pt2), state_dict (state_dict.pt + manifest.json) "
+        "or checkpoint (model.safetensors + manifest.json, and config.json for hf: architectures).")
     tolerance: float = Field(1e-4, gt=0.0, le=1.0, description="Largest relative deviation the check accepts.")
     target: "Target | None" = Field(
         None, description="Prune until the model has at most this fraction of its MACs or parameters (global ranking)."

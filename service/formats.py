@@ -11,6 +11,8 @@ by their first byte only (the worker loads them with ``weights_only=True``).
         ``serialized_exported_program*`` (torch.export .pt2)      → ``export``
     other zip with ``data.pkl``, or a raw pickle (0x80 ...)        → ``state_dict``
     safetensors (u64 little-endian header length, then ``{``)    → ``state_dict``
+    zip with ``config.json`` (and no torch markers), or a tar
+        (plain, gz, bz2, xz): a checkpoint folder                 → ``checkpoint``
 
 Anything else (an empty file, random bytes, a truncated zip) raises ``InvalidModelFile``.
 """
@@ -23,11 +25,12 @@ from pathlib import Path
 from prunekit.io import formats as engine_formats
 from prunekit.errors import InvalidModelFile
 
-TORCHSCRIPT, EXPORT, STATE_DICT = "torchscript", "export", "state_dict"
+TORCHSCRIPT, EXPORT, STATE_DICT, CHECKPOINT = "torchscript", "export", "state_dict", "checkpoint"
+EAGER_FORMATS = engine_formats.EAGER_FORMATS  # outputs run by the architecture's own forward
 
 
 def detect(path: Path) -> tuple[str, str]:
-    """``(format, container)``; container is ``zip``, ``pickle`` or ``safetensors``."""
+    """``(format, container)``; container is ``zip``, ``pickle``, ``safetensors`` or ``tar``."""
     fmt, container = engine_formats.detect_format(Path(path))
     if container == "safetensors":
         engine_formats.safetensors_header(Path(path))  # a header that does not parse is not a model

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from prunekit.job_status import JobStatus
 
-ModelFormat = Literal["torchscript", "export", "state_dict"]
+ModelFormat = Literal["torchscript", "export", "state_dict", "checkpoint"]
 
 
 class ErrorDetail(BaseModel):

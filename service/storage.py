@@ -15,10 +15,12 @@ from .uploads import ReceivedFile
 _EXTENSIONS = {"torchscript": ".pt", "export": ".pt2"}
 
 
-def stored_model_name(fmt: str, is_safetensors: bool) -> str:
+def stored_model_name(fmt: str, container: str) -> str:
     """Name the stored upload by what it is, not by what the client called it."""
     if fmt == "state_dict":
-        return "model.safetensors" if is_safetensors else "model.pt"
+        return "model.safetensors" if container == "safetensors" else "model.pt"
+    if fmt == "checkpoint":
+        return "model.zip" if container == "zip" else "model.tar"
     return "model" + _EXTENSIONS[fmt]
 
 

@@ -2,7 +2,7 @@
 
 A GraphModule or TorchScript output runs the pruned graph, whose every width PruneKit rewrites.
 A state-dict output is loaded into the architecture's own Python class and run by *its*
-``forward``, which PruneKit never edits.  Three kinds of code there cannot follow a prune:
+``forward``, which PruneKit never edits.  Four kinds of code there cannot follow a prune:
 
 * splits by fixed sizes (``x.split(64, -1)``): the sizes stay, so the split dimension is pinned;
   splits into equal parts (``x.chunk(2, 1)``) re-divide whatever arrives, so the parts must keep
@@ -10,7 +10,11 @@ A state-dict output is loaded into the architecture's own Python class and run b
 * the default attention scale ``1/sqrt(head_dim)``, recomputed from the pruned width, where the
   graph kept the original's constant: the head width is pinned (:func:`attention_scale`);
 * modules that check their own widths (``nn.MultiheadAttention`` compares ``embed_dim`` with its
-  input): their tensors are frozen whole (:func:`frozen_tensors`, :data:`FIXED_STRUCTURE`).
+  input): their tensors are frozen whole (:func:`frozen_tensors`, :data:`FIXED_STRUCTURE`);
+* reshapes that split a channel dimension with one size written down and the other computed
+  (``q.view(batch, seq, -1, self.head_dim)``, Hugging Face's attention): only the computed part
+  can shrink, so the channels are carried by that dimension (the heads), not by the fixed one
+  (:func:`computed_dims`; the exported graph keeps the ``-1`` the code wrote).
 
 Rules call the first two only when ``ctx.eager`` (the analysis was asked for a state-dict
 output); the API passes the third to the analysis.  A newcomer adding a limit adds it here.
@@ -53,6 +57,15 @@ def split(ctx: "Ctx", node: fx.Node, whole, pieces: list, sizes: list[int]) -> N
                 ctx.unify(pieces[0], pieces[k], ctx.reason("equal parts in eager code"))
         return
     ctx.pin(whole, "split by fixed sizes in eager code")
+
+
+def computed_dims(ctx: "Ctx") -> frozenset[int]:
+    """Output dims of a ``view``/``reshape`` whose size the code left to be computed (``-1``)."""
+    args = ctx.args
+    sizes = args.get("size", args.get("shape"))
+    if not isinstance(sizes, (list, tuple)):
+        return frozenset()
+    return frozenset(i for i, s in enumerate(sizes) if isinstance(s, int) and s == -1)
 
 
 def attention_scale(ctx: "Ctx", q: "Labels", k: "Labels") -> None:

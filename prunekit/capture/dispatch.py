@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 
 from ..errors import CaptureFailed
+from ..io.formats import EAGER_FORMATS
 from ..io.inputs import InputSignature, sample_inputs
 from ..io.loading import LoadedModel
 from .export_program import (batch_is_dynamic, check_inputs_fit_program, export_eager, fit_example_to_program,
@@ -56,7 +57,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
         example = fit_example_to_program(loaded.program, example)
     upload = upload_runner(loaded)
     example = probe_upload(upload, sigs, seed, own_batch, example)
-    if loaded.format == "state_dict":
+    if loaded.format in EAGER_FORMATS:
         try:
             ep, dynamic = export_eager(loaded.module, example, notes)
         except CaptureFailed:

@@ -5,6 +5,9 @@
 * ``export``: ``torch.export.export`` again, with the dynamic batch, then ``torch.export.save``.
 * ``state_dict``: ``torch.save`` of the tensors plus ``manifest.json`` with every shape, for
   :func:`prunekit.load_pruned`.
+* ``checkpoint``: the same as a checkpoint folder: ``model.safetensors``, ``manifest.json`` and,
+  for architectures built from a configuration, ``config.json`` as uploaded
+  (``prunekit.load_pruned(folder)`` rebuilds it; ``checkpoint.py`` says why the config alone cannot).
 
 Every file is written under a temporary name and renamed into place, then loaded back and run:
 a file that does not load, or computes something else, is never handed out.
@@ -24,10 +27,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..artifacts import ARTIFACT_NAMES, MANIFEST_NAME
+from ..artifacts import ARTIFACT_NAMES, CONFIG_NAME, MANIFEST_NAME
 from ..errors import ExportFailed, first_line
-from .rebuild import MANIFEST_FORMAT, rebuild
-from ..registry import build
+from .rebuild import MANIFEST_FORMAT, rebuild_from
 from ..capture.export_program import dynamic_shapes as _dynamic_shapes
 from ..capture.quiet import quiet as _quiet
 
@@ -142,6 +144,7 @@ def write(
     dynamic: bool,
     *,
     architecture: str | None = None,
+    config: dict | None = None,
     state_names: list[str] | None = None,
 ) -> tuple[dict[str, Path], Callable[[], nn.Module]]:
     """Write ``gm`` as ``fmt`` into ``out_dir``; return the artifacts and a loader for the model file."""
@@ -161,19 +164,36 @@ def write(
     manifest = {
         "format": MANIFEST_FORMAT,
         "architecture": architecture,
+        **({"config": config} if config is not None else {}),
         "shapes": {k: list(v.shape) for k, v in sd.items()},
         "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in sd.items()},
     }
     mpath = out_dir / MANIFEST_NAME
+    written = {path.name: path, mpath.name: mpath}
     with atomic_path(path) as tmp:
-        torch.save(sd, str(tmp))
+        if fmt == "checkpoint":
+            from safetensors.torch import save_file
+
+            save_file(sd, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(sd, str(tmp))
     with atomic_path(mpath) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
+    if fmt == "checkpoint" and config is not None:
+        cpath = out_dir / CONFIG_NAME
+        with atomic_path(cpath) as tmp:
+            tmp.write_text(json.dumps(config, indent=2))
+        written[cpath.name] = cpath
 
     def load() -> nn.Module:
         if not architecture:
             raise ExportFailed("a state-dict output needs spec.architecture to be rebuilt")
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        return rebuild(build(architecture), manifest["shapes"], state)
+        if fmt == "checkpoint":
+            from safetensors.torch import load_file
 
-    return {path.name: path, mpath.name: mpath}, load
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        return rebuild_from(architecture, config, manifest["shapes"], state)
+
+    return written, load

@@ -3,7 +3,9 @@
 File names lie (a ``.pt`` may be TorchScript, a pickled state-dict or an export archive), so the
 engine and the service look inside: TorchScript and ``torch.export`` archives are zip files with
 distinctive members, ``torch.save`` writes a zip around ``data.pkl`` (or a raw pickle in the legacy
-format), and safetensors starts with a little-endian header length followed by JSON.
+format), and safetensors starts with a little-endian header length followed by JSON.  A
+*checkpoint* is a folder of ``config.json`` + safetensors weights (``checkpoint.py``), uploaded
+as the folder itself (CLI, Python) or as a zip or tar (optionally gz/bz2/xz) archive of it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Literal
 
 from ..errors import InvalidModelFile
 
-ModelFormat = Literal["torchscript", "export", "state_dict"]
+ModelFormat = Literal["torchscript", "export", "state_dict", "checkpoint"]
+EAGER_FORMATS = ("state_dict", "checkpoint")  # outputs the architecture's own forward runs
 
 _PICKLE_PROTOCOL_MARK = 0x80
 
@@ -30,7 +33,8 @@ def _is_safetensors(head: bytes, total: int) -> bool:
 
 
 def detect_format(source: "str | Path | bytes") -> tuple[ModelFormat, str]:
-    """Return ``(format, container)`` where container is ``zip``, ``pickle`` or ``safetensors``.
+    """Return ``(format, container)`` where container is ``zip``, ``pickle``, ``safetensors``,
+    ``tar`` or ``folder`` (the last two: checkpoints only).
 
     Raises :class:`InvalidModelFile` with a reason a person can act on.
     """
@@ -38,14 +42,19 @@ def detect_format(source: "str | Path | bytes") -> tuple[ModelFormat, str]:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         total = len(data)
-        head = data[:64]
+        head = data[:512]
     else:
         path = Path(source)
         if not path.exists():
             raise InvalidModelFile(f"model file not found: {path}")
+        if path.is_dir():
+            if (path / "config.json").is_file():
+                return "checkpoint", "folder"
+            raise InvalidModelFile(f"{path} is a folder without config.json: a checkpoint folder holds config.json "
+                                   "and model.safetensors")
         total = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(64)
+            head = f.read(512)
     if total == 0:
         raise InvalidModelFile("the model file is empty")
     if head[:4] == b"PK\x03\x04":
@@ -68,18 +77,30 @@ def detect_format(source: "str | Path | bytes") -> tuple[ModelFormat, str]:
             return "torchscript", "zip"
         if "data.pkl" in leaf:
             return "state_dict", "zip"
+        if "config.json" in leaf:
+            return "checkpoint", "zip"
         raise InvalidModelFile(
             "the zip archive is neither TorchScript (torch.jit.save), a torch.export archive "
-            "(torch.export.save) nor a torch.save file"
+            "(torch.export.save), a torch.save file nor a checkpoint folder (config.json + model.safetensors)"
         )
     if head[:1] == bytes([_PICKLE_PROTOCOL_MARK]):
         return "state_dict", "pickle"
     if _is_safetensors(head, total):
         return "state_dict", "safetensors"
+    if is_tar_head(head):
+        return "checkpoint", "tar"
     raise InvalidModelFile(
         "unrecognised model file: expected TorchScript, a torch.export .pt2 archive, a torch.save "
-        "state-dict or a .safetensors file"
+        "state-dict, a .safetensors file or a checkpoint archive (zip or tar of config.json + model.safetensors)"
     )
+
+
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: a compressed tar
+
+
+def is_tar_head(head: bytes) -> bool:
+    """A tar archive, plain or compressed, from its first 512 bytes."""
+    return (len(head) >= 262 and head[257:262] == b"ustar") or any(head.startswith(m) for m in _COMPRESSED)
 
 
 def safetensors_header(path: Path) -> dict:

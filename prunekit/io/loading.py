@@ -8,7 +8,10 @@ Every zip archive is first checked against the unpacking limits, then:
 * ``torch.export`` archives: every string torch would parse is checked against its grammar
   (``safety/pt2_audit.py``), then ``torch.export.load`` with every unpickle forced weights-only;
 * state-dicts: ``torch.load(weights_only=True)`` (a pickle that asks for code is refused) or
-  safetensors, then loaded into an architecture built from the registry by name.
+  safetensors, then loaded into an architecture built from the registry by name;
+* checkpoints (a folder, or a zip or tar of one: ``config.json`` + safetensors weights): the
+  archive is unpacked by ``safety/archives.py``, the weights read by ``checkpoint.py``, the
+  architecture built from the configuration (``hf:``, unless the spec names another).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import torch.nn as nn
 from ..errors import InvalidModelFile, InvalidSpec, StateDictMismatch, UnsafeModelFile, first_line
 from .formats import ModelFormat, detect_format
 from ..limits import Limits, current as current_limits
-from ..registry import get_architecture
+from ..registry import Architecture, get_architecture
 from ..torch_compat import untrusted_unpickling
+from . import checkpoint, empty, ties
 from .safety import audit_export_archive, audit_torchscript_archive, audit_torchscript_module, check_zip
 
 
@@ -40,6 +44,7 @@ class LoadedModel:
     program: "torch.export.ExportedProgram | None" = None
     architecture: str | None = None
     param_names: set[str] = field(default_factory=set)
+    config: dict | None = None  # the configuration the architecture was built from (checkpoints)
 
 
 def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
@@ -101,9 +106,15 @@ def read_state_dict(path: Path, container: str) -> dict[str, torch.Tensor]:
     return _unwrap_state_dict(obj)
 
 
-def build_from_state_dict(architecture: str, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Instantiate ``architecture`` and load ``state`` strictly, explaining any mismatch."""
-    module = get_architecture(architecture).factory()
+def build_from_state_dict(architecture: "str | Architecture", state: dict[str, torch.Tensor],
+                          config: dict | None = None) -> nn.Module:
+    """Instantiate ``architecture`` (a name, or a resolved one) without random weights
+    (``empty.py``) and load ``state`` strictly, explaining any mismatch; tied parameters stay tied."""
+    arch = architecture if isinstance(architecture, Architecture) else get_architecture(architecture, config)
+    architecture = arch.name
+    module, empty_built = empty.build(arch.factory)
+    groups = ties.alias_groups(module)
+    state = ties.complete(state, groups, architecture)
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -121,7 +132,11 @@ def build_from_state_dict(architecture: str, state: dict[str, torch.Tensor]) -> 
         if wrong:
             parts.append(f"shape mismatches {len(wrong)} (e.g. {'; '.join(wrong[:3])})")
         raise StateDictMismatch(f"the state-dict does not fit architecture {architecture!r}: " + ", ".join(parts))
-    module.load_state_dict(state, strict=True)
+    empty.fill(module, state, empty_built)
+    ties.retie(module, groups)
+    if empty.has_meta(module):  # the constructor derived a buffer from a weight: build it normally
+        module = arch.factory()
+        module.load_state_dict(state, strict=True)
     return module.eval()
 
 
@@ -161,10 +176,19 @@ def load_model(path: "str | Path", *, architecture: str | None = None, limits: L
             raise InvalidModelFile(f"torch.export archive could not be loaded: {first_line(exc)}") from None
         names = set(ep.graph_signature.parameters)
         return LoadedModel(fmt, size, program=ep, param_names=names)
-    if not architecture:
+    config = None
+    if fmt == "checkpoint":
+        config, state = checkpoint.read(path, limits)
+        architecture = architecture or "hf:"
+        if not architecture.startswith("hf:"):
+            config = None  # the spec names an architecture built without one: config.json is not read
+    elif not architecture:
         raise InvalidSpec("a state-dict upload needs spec.architecture (the registered architecture name)")
-    state = read_state_dict(path, container)
-    module = build_from_state_dict(architecture, state)
+    else:
+        state = read_state_dict(path, container)
+    arch = get_architecture(architecture, config)
+    module = build_from_state_dict(arch, state)
     names = {n for n, _ in module.named_parameters()}
-    return LoadedModel(fmt, size, module=module, architecture=architecture, param_names=names)
+    size = size if container != "folder" else sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return LoadedModel(fmt, size, module=module, architecture=arch.name, param_names=names, config=config)
 

@@ -6,6 +6,9 @@ shapes and the attributes ``forward`` reads (``in_channels``, ``groups``, ``norm
 are recomputed from them.  Architectures whose ``forward`` hard-codes widths cannot adapt
 (``analysis/eager_limits.py`` lists what the analysis keeps for them); the pipeline checks every
 rebuilt model against the pruned graph before it hands out a state-dict.
+
+The architecture is built without random weights (``empty.py``: parameters on ``meta``) and the
+pruned tensors become its parameters; tied parameters (``ties.py``) stay one tensor.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..registry import build
+from ..registry import get_architecture
+from . import empty, ties
 
 MANIFEST_FORMAT = "prunekit.state_dict/1"
 
@@ -29,7 +33,7 @@ def _resize_tensors(model: nn.Module, shapes: dict[str, list[int]]) -> None:
         old = getattr(owner, attr, None)
         if not isinstance(old, torch.Tensor) or list(old.shape) == list(shape):
             continue
-        new = torch.zeros(shape, dtype=old.dtype)
+        new = torch.zeros(shape, dtype=old.dtype, device=old.device)
         if isinstance(old, nn.Parameter):
             setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
         else:
@@ -87,36 +91,73 @@ def _describe(model: nn.Module) -> dict[str, dict]:
     return out
 
 
-def rebuild(model: nn.Module, shapes: dict[str, list[int]], state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """Resize ``model`` in place to ``shapes`` and load ``state_dict`` into it."""
+def rebuild(model: nn.Module, shapes: dict[str, list[int]], state_dict: dict[str, torch.Tensor] | None = None,
+            *, empty_built: bool = False, architecture: str = "") -> nn.Module:
+    """Resize ``model`` in place to ``shapes`` and load ``state_dict`` into it (by assignment
+    when ``empty_built``: its parameters are still on ``meta``)."""
     before = _describe(model)
+    groups = ties.alias_groups(model)
     _resize_tensors(model, shapes)
+    ties.retie(model, groups)
     _fix_attributes(model, before)
     if state_dict is not None:
-        if getattr(state_dict, "_metadata", None) is None:
-            # modules that version their state (torchvision's MNASNet) read it from _metadata,
-            # which a plain dict of tensors does not carry: use the architecture's own
-            meta = getattr(model.state_dict(), "_metadata", None)
-            state_dict = OrderedDict(state_dict)
-            if meta is not None:
-                state_dict._metadata = meta  # type: ignore[attr-defined]
-        model.load_state_dict(state_dict, strict=True)
+        state = ties.complete(state_dict, groups, architecture or type(model).__name__)
+        empty.fill(model, state, empty_built)
+        ties.retie(model, groups)
+        left = empty.has_meta(model)
+        if left:
+            raise ValueError(f"the state-dict leaves {len(left)} tensors unset (e.g. {', '.join(left[:3])})")
     return model.eval()
 
 
+def rebuild_from(architecture: str, config: dict | None, shapes: dict[str, list[int]],
+                 state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Build ``architecture`` (from ``config`` where its provider takes one) at ``shapes`` and
+    load ``state_dict``."""
+    arch = get_architecture(architecture, config)
+    model, empty_built = empty.build(arch.factory)
+    try:
+        return rebuild(model, shapes, state_dict, empty_built=empty_built, architecture=architecture)
+    except ValueError:
+        if not empty_built:
+            raise
+    # the constructor derives a buffer from a weight: build it with its random weights instead
+    return rebuild(arch.factory(), shapes, state_dict, architecture=architecture)
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
 def load_pruned(
-    architecture: str,
-    state_dict: "dict[str, torch.Tensor] | str | Path",
-    manifest: "dict | str | Path",
+    architecture: "str | Path",
+    state_dict: "dict[str, torch.Tensor] | str | Path | None" = None,
+    manifest: "dict | str | Path | None" = None,
 ) -> nn.Module:
     """Build ``architecture`` at the pruned widths in ``manifest`` and load ``state_dict``.
 
     ``state_dict`` and ``manifest`` may be paths (the files PruneKit writes) or loaded objects.
+    ``load_pruned(folder)`` reads a pruned checkpoint folder as PruneKit writes it (its
+    ``manifest.json`` names the architecture and, for ``hf:`` models, holds the configuration;
+    the weights are ``model.safetensors`` or ``state_dict.pt``).
     """
+    if state_dict is None and manifest is None and Path(architecture).is_dir():
+        folder = Path(architecture)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        weights = [folder / n for n in ("model.safetensors", "state_dict.pt") if (folder / n).exists()]
+        if not weights:
+            raise ValueError(f"{folder} holds neither model.safetensors nor state_dict.pt")
+        state_dict, architecture = weights[0], manifest.get("architecture")
+    if manifest is None or state_dict is None:
+        raise ValueError("load_pruned needs a state-dict and its manifest (or a folder PruneKit wrote)")
     if isinstance(manifest, (str, Path)):
         manifest = json.loads(Path(manifest).read_text())
     if isinstance(state_dict, (str, Path)):
-        state_dict = torch.load(str(state_dict), map_location="cpu", weights_only=True)
+        state_dict = _read_state(Path(state_dict))
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"not a PruneKit manifest (format {manifest.get('format')!r})")
-    return rebuild(build(architecture), manifest["shapes"], state_dict)
+    return rebuild_from(str(architecture), manifest.get("config"), manifest["shapes"], state_dict)

@@ -21,7 +21,7 @@ from worker.store import ACTIVE, CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 from .. import schemas
 from ..auth import tenant_for
 from ..errors import ApiError
-from ..formats import EXPORT, STATE_DICT, detect, is_safetensors
+from ..formats import CHECKPOINT, EAGER_FORMATS, EXPORT, STATE_DICT, detect, is_safetensors
 from ..queue import JobQueue
 from ..storage import content_disposition, download_filename, place_upload, stored_model_name
 from ..uploads import ReceivedForm, receive_multipart
@@ -49,8 +49,11 @@ _SUBMIT_BODY = {
                         "model": {
                             "type": "string",
                             "format": "binary",
-                            "description": "TorchScript (.pt), torch.export (.pt2), or a state-dict "
-                            "(torch.save or safetensors; needs spec.architecture).",
+                            "description": "TorchScript (.pt), torch.export (.pt2), a state-dict "
+                            "(torch.save or safetensors; needs spec.architecture), or a checkpoint: a zip or tar "
+                            "(optionally gz/bz2/xz) of a folder with config.json and model.safetensors (or "
+                            "model.safetensors.index.json and its shards); the architecture is the config's "
+                            "(hf:), checked as data, never code.",
                         },
                         "spec": {"type": "string", "description": "The pruning spec as JSON text."},
                         "inputs": {
@@ -153,10 +156,10 @@ def _decode_cursor(cursor: str) -> int:
         raise ApiError(422, "invalid_cursor", "the cursor is not one this server handed out") from None
 
 
-def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec, str, bool]:
+def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec, str, str]:
     """Check the upload before anything is queued: spec, model format, architecture, inputs.
 
-    Runs in a worker thread (it reads file headers).  Returns (spec, format, is_safetensors).
+    Runs in a worker thread (it reads file headers).  Returns (spec, format, container).
     """
     model = form.files.get("model")
     if model is None:
@@ -174,6 +177,19 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
         fmt, container = detect(model.path)
     except InvalidModelFile as exc:
         raise ApiError(422, exc.code, str(exc), [{"path": "model", "message": str(exc)}]) from None
+    config = _checkpoint_config(model.path, container) if fmt == CHECKPOINT else None
+    if fmt == CHECKPOINT and not (spec.architecture or "hf:").startswith("hf:"):
+        config = None  # another architecture named: config.json is not read (as the engine does)
+    if fmt == CHECKPOINT and (spec.architecture or "hf:").startswith("hf:") and config is not None:
+        try:
+            spec_arch = get_architecture(spec.architecture or "hf:", config)
+        except (InvalidSpec, UnknownArchitecture) as exc:  # InvalidConfig is an InvalidSpec
+            raise ApiError(422, exc.code, str(exc), getattr(exc, "details", None)
+                           or [{"path": "config.json", "message": str(exc)}]) from None
+        if not spec.inputs and not spec_arch.example_inputs and "inputs" not in form.files:
+            raise ApiError(422, "invalid_spec", f"invalid spec: inputs: {spec_arch.name} has no default example inputs; "
+                           'add inputs: [{"shape": [...], "dtype": ...}] to the spec',
+                           [{"path": "inputs", "message": f"required: {spec_arch.name} has no default example inputs"}])
     if fmt == STATE_DICT and not spec.architecture:
         raise ApiError(
             422, "architecture_required",
@@ -181,7 +197,7 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
             "spec.architecture. Registered: " + ", ".join(list_architectures()),
             [{"path": "architecture", "message": "required for state-dict uploads"}],
         )
-    if spec.architecture:
+    if spec.architecture and not (fmt == CHECKPOINT and spec.architecture.startswith("hf:")):
         try:
             get_architecture(spec.architecture)
         except UnknownArchitecture as exc:
@@ -190,7 +206,7 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
                 [{"path": "architecture", "message": "not registered", "registered": list_architectures()}],
             ) from None
     out_fmt = fmt if spec.output_format == "same" else spec.output_format
-    if spec.input_channels and not spec.constrained and out_fmt == STATE_DICT:
+    if spec.input_channels and not spec.constrained and out_fmt in EAGER_FORMATS:
         raise ApiError(
             422, "invalid_spec",
             "channels: dim 'in' needs a graph output: a state-dict output runs the architecture's own forward, "
@@ -210,9 +226,22 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
                        f"calibration: {', '.join(spec.needs_data)} need calibration data; upload a safetensors "
                        "file with 'inputs' (and optional 'targets') in the 'calibration' field",
                        [{"path": "calibration", "message": "required by " + ", ".join(spec.needs_data)}])
-    if inputs is None and calibration is None:
+    if inputs is None and calibration is None and fmt != CHECKPOINT:
         _require_example_inputs(spec, fmt)
-    return spec, fmt, container == "safetensors"
+    return spec, fmt, container
+
+
+def _checkpoint_config(path, container: str) -> dict | None:
+    """A checkpoint archive's ``config.json`` (zip: read from its directory and that one member;
+    a tar is read by the job only), or a 422 naming what is wrong with the archive."""
+    from prunekit.errors import LimitExceeded, UnsafeModelFile
+    from prunekit.io.checkpoint import peek_config
+    from prunekit.limits import current
+
+    try:
+        return peek_config(path, container, current())
+    except (InvalidModelFile, UnsafeModelFile, LimitExceeded) as exc:
+        raise ApiError(422, exc.code, str(exc), [{"path": "model", "message": str(exc)}]) from None
 
 
 def _check_calibration(path) -> None:
@@ -298,14 +327,14 @@ async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
     job_id = uuid.uuid4().hex
     try:
         try:
-            spec, fmt, safetensors = await anyio.to_thread.run_sync(
+            spec, fmt, container = await anyio.to_thread.run_sync(
                 _validate_submission, form, settings.max_spec_bytes
             )
         except ApiError as exc:
             metrics.rejected.labels(exc.code).inc()
             raise
         model = form.files["model"]
-        model_name = stored_model_name(fmt, safetensors)
+        model_name = stored_model_name(fmt, container)
         place_upload(layout, job_id, model, model_name)
         record: dict[str, Any] = {
             "format": fmt,

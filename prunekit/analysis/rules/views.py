@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import torch.fx as fx
 
+from .. import eager_limits
 from ..arguments import bound
 from ..context import Ctx, Labels
 from ._common import _dim, _has, _ops, rule
@@ -79,7 +80,10 @@ def factor_groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int
     return groups
 
 
-def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_sym: tuple) -> Labels:
+def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_sym: tuple,
+                   prefer: frozenset[int] = frozenset()) -> Labels:
+    """``prefer``: output dims that should carry the channels of a split when they can (the
+    ones eager code computes: ``eager_limits.computed_dims``)."""
     groups = factor_groups(tuple(in_shape), tuple(out_shape))
     out: list = [None] * len(out_shape)
     if groups is None:
@@ -107,7 +111,7 @@ def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_
                 continue
             rows = np.moveaxis(grid, pos, 0).reshape(out_shape[d], -1)
             filled = int((rows >= 0).any(axis=1).sum())
-            score = (filled, pos)
+            score = (d in prefer, filled, pos)
             if best_score is None or score > best_score:
                 best, best_score = (pos, d, rows), score
         if best is None:
@@ -126,7 +130,8 @@ def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_
 
 def _reshape(ctx: Ctx, node: fx.Node) -> Labels:
     x = ctx.input
-    return reshape_labels(ctx, ctx.lab(x), ctx.shape(x), ctx.out_shape(), ctx.symbolic(node))
+    prefer = eager_limits.computed_dims(ctx) if ctx.eager else frozenset()
+    return reshape_labels(ctx, ctx.lab(x), ctx.shape(x), ctx.out_shape(), ctx.symbolic(node), prefer)
 
 
 def _sizes_rewrite(names: tuple[str, ...], offset: Callable[[Any, fx.Node], int] = lambda rw, n: 0):

@@ -8,6 +8,7 @@ compute on tensors, and each check runs before the loader it protects:
 module         what it keeps out
 ============== ==================================================================================
 zip_limits     archives that inflate past the memory limits (member count, total, ratio)
+archives       checkpoint archives (zip, tar): names that leave the folder, links, devices, bombs
 sym_grammar    the grammars of symbolic sizes and shape guards (torch ``eval``s / ``exec``s them)
 op_policy      operators outside the tensor world (file, network, host-code ops)
 pt2_audit      every parsed string of a ``torch.export`` archive's JSON
