@@ -6,8 +6,13 @@ This one trains real (small) models on real data and measures test accuracy afte
 
 * data: scikit-learn's handwritten digits (``load_digits``: 1,797 8x8 images shipped inside the
   package, nothing downloaded), one fixed stratified split (1,347 train / 450 test), fixed seeds;
-* models: a small CNN with BatchNorm (conv 1->16->32, BN+ReLU each, max-pool, linear) and an MLP
-  (64->128->64->10), trained to convergence with Adam (CPU seconds);
+* models: a small CNN with BatchNorm (conv 1->16->32, BN+ReLU each, max-pool, linear), an MLP
+  (64->128->64->10) and a pre-norm residual MLP with LayerNorm ("ln": 64 -> width 64, three blocks
+  x + fc2(gelu(fc1(LN(x)))) with hidden 128, final LN, linear), trained to convergence with Adam
+  (CPU seconds);
+* for the LayerNorm model, ``normalized_dims`` ``keep`` (the residual width stays: only hidden
+  widths go) against ``prune`` (the residual width goes too; statistics over the kept channels)
+  at the same MACs targets, with l2 and taylor;
 * (a) structured pruning to 70% and 50% of the MACs with PruneKit's l2, bn_scale, taylor,
   gradprobe (and random as a floor), each with and without ``recalibrate_bn``, and Torch-Pruning
   1.6.1's MagnitudeImportance / TaylorImportance (MetaPruner, global pruning, the pruning ratio
@@ -93,8 +98,25 @@ def make_mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
 
 
+class _PreNormBlock(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+def make_ln() -> nn.Module:
+    """A pre-norm residual MLP: every block's LayerNorm normalises the residual width."""
+    return nn.Sequential(nn.Linear(64, 64), *[_PreNormBlock(64, 128) for _ in range(3)], nn.LayerNorm(64),
+                         nn.Linear(64, 10))
+
+
 def shaped(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The digits as each model takes them: (N, 1, 8, 8) for the CNN, (N, 64) for the MLP."""
+    """The digits as each model takes them: (N, 1, 8, 8) for the CNN, (N, 64) for the MLPs."""
     return x.reshape(len(x), 1, 8, 8) if name == "cnn" else x.reshape(len(x), 64)
 
 
@@ -218,7 +240,7 @@ def run(args) -> dict:
         raise SystemExit(f"bench/quality.py needs {exc.name}: .venv/bin/pip install scikit-learn "
                          "torch-pruning==1.6.1 --no-deps") from None
 
-    for name, make in (("cnn", make_cnn), ("mlp", make_mlp)):
+    for name, make in (("cnn", make_cnn), ("mlp", make_mlp), ("ln", make_ln)):
         xtr_m, xte_m = shaped(name, xtr), shaped(name, xte)
         example = xtr_m[:2]
         torch.manual_seed(SEED)
@@ -251,29 +273,35 @@ def run(args) -> dict:
                 row["sparsity_after_ft"] = weight_sparsity(ft)
             out["rows"].append(row)
             print(f"  {row['method']:<12} {row['tool']:<9} {row['criterion']:<10} recal={str(row.get('recal', '-')):<5} "
-                  f"{row['setting']:<12} acc {100 * row['acc_after']:6.2f}% -> ft {100 * row['acc_after_ft']:6.2f}%  "
+                  + (f"norm={row['normalized_dims']:<5} " if row.get("normalized_dims") else "")
+                  + f"{row['setting']:<12} acc {100 * row['acc_after']:6.2f}% -> ft {100 * row['acc_after_ft']:6.2f}%  "
                   f"MACs {row['macs_fraction']:.3f}  params {row['params']}"
                   + (f"  sparsity {row['sparsity_reached']:.3f}" if row.get("sparsity_reached") is not None else "")
                   + f"  ({row['seconds']:.1f}s)", flush=True)
 
-        # (a) structured, to a MACs target
+        has_ln = any(isinstance(m, nn.LayerNorm) for m in model.modules())
+        # (a) structured, to a MACs target (with LayerNorm: residual width kept, and pruned too)
         for frac in targets:
-            for crit in STRUCTURED:
-                for recal in ((False, True) if has_bn else (False,)):
-                    spec = {"importance": crit, "target": {"macs": frac}, "recalibrate_bn": recal,
-                            "holdout": 0.0, "batch_size": 64}
-                    res, secs = pk_prune(model, spec, cal)
-                    rep = res.report.to_dict()
-                    row = {"method": "structured", "tool": "prunekit", "criterion": crit, "recal": recal,
-                           "setting": f"macs {frac}", "target": frac, "seconds": secs,
-                           "target_reached": (rep.get("target") or {}).get("reached"),
-                           "target_met": (rep.get("target") or {}).get("met"),
-                           "report_macs_fraction": rep["macs_after"] / rep["macs_before"],
-                           "warnings": [w for w in rep.get("warnings", []) if "importance" in w]}
-                    gp = (rep.get("importance_details") or {}).get("gradprobe")
-                    if gp:
-                        row["gradprobe"] = {k: gp.get(k) for k in ("candidates", "pruned", "restored", "rounds")}
-                    finish(row, res.model)
+            settings = [(c, r, n) for c in (("l2", "taylor") if has_ln else STRUCTURED)
+                        for r in ((False, True) if has_bn else (False,))
+                        for n in (("keep", "prune") if has_ln else (None,))]
+            for crit, recal, nd in settings:
+                spec = {"importance": crit, "target": {"macs": frac}, "recalibrate_bn": recal,
+                        "holdout": 0.0, "batch_size": 64, **({"normalized_dims": nd} if nd else {})}
+                res, secs = pk_prune(model, spec, cal)
+                rep = res.report.to_dict()
+                row = {"method": "structured", "tool": "prunekit", "criterion": crit, "recal": recal,
+                       "normalized_dims": nd, "output_change": ((rep.get("normalized_dims") or {})
+                                                                .get("output_change") or {}).get("rel_l2"),
+                       "setting": f"macs {frac}", "target": frac, "seconds": secs,
+                       "target_reached": (rep.get("target") or {}).get("reached"),
+                       "target_met": (rep.get("target") or {}).get("met"),
+                       "report_macs_fraction": rep["macs_after"] / rep["macs_before"],
+                       "warnings": [w for w in rep.get("warnings", []) if "importance" in w]}
+                gp = (rep.get("importance_details") or {}).get("gradprobe")
+                if gp:
+                    row["gradprobe"] = {k: gp.get(k) for k in ("candidates", "pruned", "restored", "rounds")}
+                finish(row, res.model)
             for crit in ("magnitude", "taylor"):
                 tpm, info = tp_prune(model, crit, frac, example, cal_batches, bisect)
                 row = {"method": "structured", "tool": "tp", "criterion": crit, "recal": None,
@@ -281,8 +309,8 @@ def run(args) -> dict:
                        "tp_ratio": info["ratio"], "tp_macs_fraction": info["tp_macs_fraction"]}
                 finish(row, tpm)
 
-        # (b) unstructured
-        for sp in sparsities:
+        # (b) unstructured (not for the LayerNorm model: it is there for normalized_dims)
+        for sp in (() if has_ln else sparsities):
             for crit in UNSTRUCTURED:
                 spec = {"method": "unstructured", "sparsity": sp, "importance": crit, "holdout": 0.0, "batch_size": 64}
                 res, secs = pk_prune(model, spec, cal)
@@ -383,6 +411,28 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
+def _keep_vs_prune(out: dict) -> list[str]:
+    """The LayerNorm model: the same criterion and MACs target with the residual width kept and pruned."""
+    rows = {(r["criterion"], r["target"], r["normalized_dims"]): r for r in out["rows"]
+            if r.get("normalized_dims") and r["method"] == "structured"}
+    if not rows:
+        return []
+    lines = ["", "## LayerNorm model: `normalized_dims` keep vs prune at the same MACs target", "",
+             "`keep`: the residual width stays (only hidden widths go); `prune`: it goes too, the layer norms "
+             "normalise over the kept channels (the model computes something else by design: `output change` is "
+             "the report's relative L2 change of the output vs the upload on the check's inputs). Test accuracy %.", "",
+             "| criterion | MACs kept (target) | keep: MACs, params | keep: acc | keep: + fine-tune | prune: MACs, params | "
+             "prune: acc | prune: + fine-tune | prune: output change |", "|---|---|---|---|---|---|---|---|---|"]
+    for (crit, target, nd), r in sorted(rows.items()):
+        if nd != "keep" or (crit, target, "prune") not in rows:
+            continue
+        q = rows[(crit, target, "prune")]
+        lines.append(f"| {crit} | {target} | {r['macs_fraction']:.3f}, {r['params']:,} | {_pct(r['acc_after'])} | "
+                     f"{_pct(r['acc_after_ft'])} | {q['macs_fraction']:.3f}, {q['params']:,} | {_pct(q['acc_after'])} | "
+                     f"{_pct(q['acc_after_ft'])} | {q['output_change']:.3f} |")
+    return lines
+
+
 def markdown(out: dict) -> str:
     m = out["meta"]
     lines = ["# Pruning quality on scikit-learn digits", "",
@@ -421,13 +471,15 @@ def markdown(out: dict) -> str:
             tool = "Torch-Pruning" if r["tool"] == "tp" else "PruneKit"
             if method == "structured":
                 recal = "-" if r["recal"] is None else ("yes" if r["recal"] else "no")
-                lines.append(f"| {r['model']} | {tool} | {r['criterion']} | {r['target']} | {recal} | {_pct(r['acc_before'])} | "
+                crit = r["criterion"] + (f", normalized_dims {r['normalized_dims']}" if r.get("normalized_dims") else "")
+                lines.append(f"| {r['model']} | {tool} | {crit} | {r['target']} | {recal} | {_pct(r['acc_before'])} | "
                              f"{_pct(r['acc_after'])} | {_pct(r['acc_after_ft'])} | {r['params']:,} | {r['macs_fraction']:.3f} | "
                              f"{', '.join(note)} |")
             else:
                 lines.append(f"| {r['model']} | {tool} | {r['criterion']} | {r['target']} | {_pct(r['acc_before'])} | "
                              f"{_pct(r['acc_after'])} | {_pct(r['acc_after_ft'])} | {r['params']:,} | "
                              f"{r['sparsity_reached']:.3f} | {', '.join(note)} |")
+    lines += _keep_vs_prune(out)
     for sw in out["sweeps"]:
         lines += ["", f"## gradient_threshold sweep: {sw['model']}, {sw['case']}", "",
                   f"Engine sweep, calibration = train set with holdout 0.2 (held-out accuracy is the engine's, on "

@@ -56,7 +56,7 @@ from .registry import get_architecture
 from .report import LayerChange, PruneReport
 from .spec import Spec, parse_spec
 from .verify import check as check_mod
-from .verify.masked import masked_original
+from .verify.masked import masked_original, renormalised
 
 ProgressCallback = Callable[[str, float, str], None]
 """``(stage, fraction, message)``: ``fraction`` is the overall progress, from 0 to 1."""
@@ -235,6 +235,7 @@ class _Checked:
     macs_after: int
     params_before: int
     params_after: int
+    normalized: dict | None = None   # normalized_dims prune: the ops that changed and how much the output did
 
 
 @dataclass
@@ -404,7 +405,8 @@ def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet 
     module = load.loaded.module
     frozen = frozen_tensors(module) if eager and isinstance(module, nn.Module) and not isinstance(module, torch.jit.ScriptModule) else {}
     example2 = sample_inputs(load.sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
-    return analyse(cap.gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules)
+    return analyse(cap.gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules,
+                   normalized_dims=spec.normalized_dims)
 
 
 def _check_batches(cap) -> list[int]:
@@ -604,8 +606,25 @@ def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Pro
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
     one = _one_input(cap, sigs, spec)
     before = cap.before if cap.before is not None else gm  # the capture of the upload, as uploaded
+    normalized = _normalized_change(before, analysis, removed, sigs, batches, spec) if analysis is not None else None
     return _Checked(result, batches, count_macs(before, one), count_macs(pruned, one),
-                    count_parameters(before), count_parameters(pruned))
+                    count_parameters(before), count_parameters(pruned), normalized)
+
+
+def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec: Spec) -> dict | None:
+    """``normalized_dims: prune``: which statistics now run over fewer channels, and how far the
+    pruned model's output moved from the upload's (the function changed by design)."""
+    if spec.normalized_dims != "prune":
+        return None
+    changed = renormalised(removed.pruned, analysis, removed.removal)
+    info: dict = {"mode": "prune", "ops_renormalised": len(changed), "ops": changed[:20],
+                  "function_changed": bool(changed),
+                  "reference": ("the upload with the removed channels masked and these ops' statistics taken over "
+                                "the kept channels" if changed else "the upload with the removed channels masked")}
+    if changed:
+        info["output_change"] = check_mod.output_change(before, removed.pruned, analysis.output_labels,
+                                                        removed.removal, sigs, batches, spec.seed)
+    return info
 
 
 def _export_stage(load: _Load, cap, pruned: fx.GraphModule, batches: list[int], spec: Spec, out_dir: Path,
@@ -661,6 +680,7 @@ def _report(load: _Load, cap, names: dict[str, str], analysis, chosen: _Setting,
         target=chosen.extra.get("target"), importance_details=chosen.extra.get("importance"),
         batch_norm=chosen.extra.get("calibration"), inputs=chosen.extra.get("inputs"),
         from_zeros=chosen.extra.get("from_zeros"), sweep=sweep.to_dict() if sweep is not None else None,
+        normalized_dims=checked.normalized,
         **groups,
     )
 

@@ -34,6 +34,8 @@ SERVICE_COMMANDS = {
 EPILOG = """examples:
   prunekit prune model.pt --spec spec.json -o model.pruned.pt
   prunekit prune weights.pt --arch zoo:resnet_mini --ratio 0.5 -o pruned.pt
+  prunekit prune r50.pt --arch torchvision:resnet50 --ratio 0.3 -o r50.pruned.pt
+  prunekit prune my-llama/ --spec '{"ratio": 0.3, "normalized_dims": "prune"}' -o my-llama-pruned/
   prunekit architectures
   prunekit prune model.pt --spec '{"importance": "taylor", "target": {"macs": 0.5}}' \
       --calibration data.safetensors -o model.pruned.pt
@@ -42,8 +44,9 @@ EPILOG = """examples:
 spec fields: architecture, inputs, method (structured|unstructured), importance (structured:
 l1|l2|bn_scale|random|taylor|gradprobe; unstructured: magnitude|wanda|gradprobe), ratio, target
 ({"macs"|"params": fraction}), sparsity, pattern (N:M), layers, channels (dim out|in), pruned_inputs
-([[param, input channel], ...]), reorder_inputs, constrained, from_zeros, ignore, global_ranking,
-round_to, min_channels, output_format (same|torchscript|export|state_dict), tolerance; with
+([[param, input channel], ...]), reorder_inputs, constrained, from_zeros, normalized_dims (keep|prune:
+also the widths layer/RMS/group norms normalise, e.g. a transformer's residual), ignore, global_ranking,
+round_to, min_channels, output_format (same|torchscript|export|state_dict|checkpoint), tolerance; with
 calibration data: loss, batch_size, num_batches, holdout, reduction_factor, gradient_threshold,
 recalibrate_bn, sweep. The calibration file (.safetensors) holds 'inputs' and optional 'targets'.
 """
@@ -173,6 +176,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             z = rep.from_zeros
             console.print(f"from_zeros: {z['removed']} of {z['candidates']} all-zero channels removed"
                           + (f"; kept in {', '.join(z['groups_kept'])}" if z["groups_kept"] else ""))
+        if rep.normalized_dims and rep.normalized_dims.get("function_changed"):
+            nd = rep.normalized_dims
+            change = nd.get("output_change") or {}
+            console.print(f"normalized_dims prune: {nd['ops_renormalised']} normalisations now over the kept channels; "
+                          f"the function changed by design: output change vs the upload {change.get('rel_l2', 0):.3g} "
+                          f"(relative L2), {change.get('max_rel', 0):.3g} (max relative); the check compared with that "
+                          "reference")
         if rep.sweep:
             from .sweep import table as sweep_rows
 

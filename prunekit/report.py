@@ -48,6 +48,7 @@ class PruneReport:
     sweep: dict[str, Any] | None = None        # one row per setting, and the one selected
     inputs: dict[str, Any] | None = None       # channels with dim "in": each consumer's subselection (narrow or gather)
     from_zeros: dict[str, Any] | None = None   # channels found with only zero weights: removed, and groups kept
+    normalized_dims: dict[str, Any] | None = None  # "prune": ops whose statistics now run over fewer channels, output change
 
     @property
     def param_reduction(self) -> float:

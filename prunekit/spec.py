@@ -176,6 +176,12 @@ class Spec(BaseModel):
     from_zeros: bool = Field(
         False, description="Also remove every channel whose producing weights (rows, bias, BatchNorm scale and shift) "
         "are exactly zero, as a model masked by torch.nn.utils.prune leaves them; proven to leave the output unchanged.")
+    normalized_dims: Literal["keep", "prune"] = Field(
+        "keep", description="keep: channels a LayerNorm/RMSNorm/GroupNorm (or a mean/variance) takes statistics over "
+        "stay (the pruned model computes exactly the masked original). prune: they may go too (a transformer's or "
+        "ConvNeXt's residual width); the statistics are then over the kept channels, so the model computes "
+        "something else by design: the check compares with that reference and the report says how much the output "
+        "changed.")
     global_ranking: bool = False
     round_to: int = Field(1, ge=1, description="Kept channels per group are a multiple of this.")
     min_channels: int = Field(1, ge=1, description="Never keep fewer channels than this in a group.")

@@ -80,6 +80,9 @@ class JobResult(BaseModel):
         "streams, or what the constrained mode removed as well.")
     from_zeros: dict[str, Any] | None = Field(
         None, description="from_zeros: channels found with only zero weights, removed, and groups kept.")
+    normalized_dims: dict[str, Any] | None = Field(
+        None, description="normalized_dims prune: the ops whose statistics now run over the kept channels, the "
+        "reference the check used, and how much the output changed vs the upload (output_change: max_rel, rel_l2).")
 
 
 class JobError(BaseModel):

@@ -169,6 +169,7 @@ def summarize_report(report: dict, artifacts: list[dict]) -> dict:
         "target": report.get("target"),
         "inputs": report.get("inputs"),
         "from_zeros": report.get("from_zeros"),
+        "normalized_dims": report.get("normalized_dims"),
         "sweep": ({"parameter": report["sweep"]["parameter"], "selected": report["sweep"]["selected"],
                    "rows": [{k: r.get(k) for k in ("value", "ok", "sparsity", "macs_fraction", "accuracy", "loss")}
                             for r in report["sweep"]["rows"]]} if report.get("sweep") else None),

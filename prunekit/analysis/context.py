@@ -110,6 +110,21 @@ class Ctx:
     def pin(self, a: np.ndarray | None, why: str) -> None:
         self.atoms.pin(a, self.reason(why))
 
+    def statistics_over(self, dims: "list[np.ndarray | None]", why: str) -> bool:
+        """The op takes statistics (a mean, a variance, an RMS) over these label dimensions.
+
+        With ``normalized_dims: keep`` (the default) they are pinned: removing a channel would
+        change every output, not only the removed channel's.  With ``prune`` they may lose
+        channels; the node is recorded, and the masked reference (``verify/masked.py``) computes
+        it over the kept channels only, as the pruned model will.  Returns whether they may go."""
+        if self.a.normalized_dims == "prune":
+            if any(d is not None and bool((d >= 0).any()) for d in dims):
+                self.a.renormalised[self.node.name] = why
+            return True
+        for d in dims:
+            self.pin(d, why)
+        return False
+
     def pin_all(self, lab: Labels | None, why: str) -> None:
         for d in lab or ():
             self.pin(d, why)

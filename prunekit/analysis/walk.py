@@ -96,6 +96,8 @@ class Analysis:
     eager: bool = False
     output_dims: dict[str, int] = field(default_factory=dict)  # weights whose output channels are not dim 0
     rules: ruleset.RuleSet | None = None   # extra rules (call + entry points), looked up before the built-in ones
+    normalized_dims: str = "keep"           # "prune": statistics over channels may lose them (spec.normalized_dims)
+    renormalised: dict[str, str] = field(default_factory=dict)  # node -> what it takes statistics over (prune mode)
 
     def output_slices(self, tensors: dict[str, torch.Tensor], roots: np.ndarray):
         """``(name, tensor, dim, root per index)`` for every floating tensor in ``tensors`` whose
@@ -135,6 +137,7 @@ def analyse(
     frozen: dict[str, str] | None = None,
     eager: bool = False,
     rules: ruleset.RulesArg = None,
+    normalized_dims: str = "keep",
 ) -> Analysis:
     """Label every node of ``gm``; ``example2`` (another batch size) marks batch-dependent dims.
 
@@ -142,11 +145,13 @@ def analyse(
     rules to keep only changes an eager ``forward`` can follow (for state-dict outputs, which are
     run by the architecture's own Python code rather than the rewritten graph).  ``rules`` are
     extra channel rules, looked up before the built-in ones (``ruleset.extra_rules``).
+    ``normalized_dims="prune"`` lets channels go that an op takes statistics over
+    (``Ctx.statistics_over``).
     """
     extra = ruleset.extra_rules(rules)
     shapes, dtypes, symbolic = record_shapes(gm, example, example2)
     a = Analysis(gm=gm, atoms=Atoms(), labels={}, attr_labels={}, created={}, shapes=shapes, dtypes=dtypes,
-                 symbolic=symbolic, eager=eager, rules=extra)
+                 symbolic=symbolic, eager=eager, rules=extra, normalized_dims=normalized_dims)
     frozen = frozen or {}
     ctx = Ctx(a)
     read_attrs: set[str] = set()

@@ -67,9 +67,10 @@ def _fix_attributes(model: nn.Module, before: dict[str, dict]) -> None:
         elif isinstance(m, nn.LayerNorm) and m.weight is not None:
             m.normalized_shape = tuple(m.weight.shape)
         elif isinstance(m, nn.GroupNorm) and m.weight is not None:
-            per = orig.get("channels", m.num_channels) // orig.get("groups", m.num_groups)
+            groups = orig.get("groups", m.num_groups)
+            per = orig.get("channels", m.num_channels) // groups
             m.num_channels = m.weight.shape[0]
-            m.num_groups = m.num_channels // per
+            m.num_groups = 1 if groups == 1 else m.num_channels // per  # one group stays one (normalized_dims prune)
         elif isinstance(m, nn.Embedding):
             m.num_embeddings, m.embedding_dim = m.weight.shape
         elif isinstance(m, nn.PReLU):

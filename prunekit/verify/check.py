@@ -148,6 +148,33 @@ def verify(
     return res
 
 
+def output_change(upload, pruned, output_labels: list, removal: "Removal", sigs: list[InputSignature],
+                  batch_sizes: list[int], seed: int) -> dict:
+    """How far the pruned model's outputs are from the upload's (its outputs cut to the kept
+    channels), on the check's inputs: the largest relative deviation (as the check measures) and
+    the relative L2 change ``|pruned - upload| / |upload|``.  For prunes that change the function
+    by design (``normalized_dims: prune``), reported, never a pass/fail."""
+    def restrict(j: int, t: torch.Tensor) -> torch.Tensor:
+        return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, removal)
+
+    worst, num, den = 0.0, 0.0, 0.0
+    for b, x in check_inputs(sigs, batch_sizes, seed):
+        with torch.no_grad():
+            ref, got = upload(*x), pruned(*x)
+        dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
+        if dev.problem:
+            return {"problem": dev.problem}
+        worst = max(worst, dev.max_rel)
+        refs = [t for t in tree_flatten(ref)[0] if isinstance(t, torch.Tensor)]
+        gots = [t for t in tree_flatten(got)[0] if isinstance(t, torch.Tensor)]
+        for j, (r, g) in enumerate(zip(refs, gots)):
+            if r.is_floating_point():
+                r = restrict(j, r).double()
+                num += float((g.double() - r).pow(2).sum())
+                den += float(r.pow(2).sum())
+    return {"max_rel": worst, "rel_l2": (num / den) ** 0.5 if den > 0 else 0.0, "batch_sizes": list(batch_sizes)}
+
+
 def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_sizes: list[int], seed: int,
                         tolerance: float, *, what: str = "the captured graph",
                         reference: str = "the uploaded model") -> float:

@@ -3,6 +3,15 @@
 A copy of the original graph in which every tensor that carries a removed channel is multiplied by
 a 0/1 mask right after it is produced.  Removed channels are therefore zero wherever they are
 consumed, and the kept outputs of this model are what the physically pruned model must compute.
+
+With ``normalized_dims: prune`` some ops take statistics over dimensions that lose channels (a
+layer norm over the residual width).  A zeroed channel still counts in a mean, so there the
+pruned model computes something else by design: the statistics over the kept channels only.
+The reference follows it exactly: each such node reads its inputs *gathered* to the kept
+channels, runs with the arguments the pruned graph will have (its rule's rewrite), and its
+output is scattered back to the full width, zero where channels went
+(:func:`_kept_statistics`).  Everything else stays the masked original, so the check still
+proves every other op of the prune.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..analysis.walk import Analysis
+from ..analysis.context import _flat_args
+from ..analysis.walk import Analysis, find_rule
 
 aten = torch.ops.aten
 
@@ -48,11 +58,90 @@ def multiply_after(m: fx.GraphModule, node: fx.Node, name: str, factor: torch.Te
     node.replace_all_uses_with(mul, delete_user_cb=lambda user: user is not mul)
 
 
+def scatter_back(t: torch.Tensor, dim: int, index: torch.Tensor, size: int) -> torch.Tensor:
+    """``t`` (kept channels along ``dim``) placed at ``index`` in zeros of width ``size``."""
+    shape = list(t.shape)
+    shape[dim] = size
+    return t.new_zeros(shape).index_copy(dim, index, t)
+
+
+def _losing(lab, removal: "Removal") -> list[tuple[int, np.ndarray, int]]:
+    """``(dim, kept indices, full width)`` for each dimension of ``lab`` that loses channels."""
+    out = []
+    for dim, d in enumerate(lab if isinstance(lab, tuple) else ()):
+        if d is None:
+            continue
+        keep = removal.kept(d)
+        if not keep.all():
+            out.append((dim, np.nonzero(keep)[0], len(keep)))
+    return out
+
+
+def renormalised(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") -> list[str]:
+    """The statistics nodes (``analysis.renormalised``) that read a tensor losing channels: the
+    ones whose function the prune changes by design."""
+    out = []
+    for node in gm.graph.nodes:
+        if node.name in analysis.renormalised and any(
+                _losing(analysis.labels.get(a.name), removal) for a in _flat_args(node)):
+            out.append(node.name)
+    return out
+
+
+def _kept_statistics(m: fx.GraphModule, analysis: Analysis, removal: "Removal") -> set[str]:
+    """Make every recorded statistics node (``analysis.renormalised``) compute over the kept
+    channels; returns the nodes whose output is no longer full width (the masking skips them)."""
+    from ..prune.surgery import Rewriter
+
+    rw = Rewriter(analysis, removal)
+    skip: set[str] = set()
+    count = 0
+
+    def index_buffer(idx: np.ndarray) -> fx.Node:
+        nonlocal count
+        name = f"_prunekit_kept_{count}"
+        count += 1
+        m.register_buffer(name, torch.from_numpy(idx.astype(np.int64)))
+        return m.graph.get_attr(name)
+
+    changed = set(renormalised(m, analysis, removal))
+    for node in list(m.graph.nodes):
+        if node.name not in changed:
+            continue
+        inputs = [a for a in dict.fromkeys(_flat_args(node)) if _losing(analysis.labels.get(a.name), removal)]
+        rule = find_rule(node, analysis.rules)
+        if rule is not None and rule.rewrite is not None:
+            rule.rewrite(rw, node)  # sizes as the pruned graph will have them (normalized_shape)
+        for a in inputs:
+            with m.graph.inserting_before(node):
+                g = a
+                for dim, idx, _ in _losing(analysis.labels.get(a.name), removal):
+                    g = m.graph.call_function(aten.index_select.default, (g, dim, index_buffer(idx)))
+            node.replace_input_with(a, g)
+        outs = analysis.labels.get(node.name)
+        carriers = ([(node, outs)] if isinstance(outs, tuple) else
+                    [(u, analysis.labels.get(u.name)) for u in list(node.users) if u.op == "call_function"])
+        for carrier, lab in carriers:
+            losing = _losing(lab, removal)
+            if not losing:
+                continue
+            skip.add(carrier.name)
+            with m.graph.inserting_before(carrier.next):  # in creation order, right after the carrier
+                full = carrier
+                first = None
+                for dim, idx, size in losing:
+                    full = m.graph.call_function(scatter_back, (full, dim, index_buffer(idx), size))
+                    first = first or full
+            carrier.replace_all_uses_with(full, delete_user_cb=lambda user, first=first: user is not first)
+    return skip
+
+
 def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") -> fx.GraphModule:
     m = copy.deepcopy(gm)
+    skip = _kept_statistics(m, analysis, removal) if analysis.renormalised else set()
     count = 0
     for node in list(m.graph.nodes):
-        if node.op in ("output", "placeholder"):
+        if node.op in ("output", "placeholder") or node.name in skip:
             continue
         lab = analysis.labels.get(node.name)
         dtype = analysis.dtypes.get(node.name)

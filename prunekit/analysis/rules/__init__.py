@@ -35,7 +35,9 @@ that reaches it is kept, and the report names it.  Ops of other libraries get th
 Semantics the rules rely on: in the masked original every pruned channel is zero wherever it
 appears, so an op that *sums* over a channel dimension (a conv's input channels, a matmul's inner
 dimension, ``sum``) is unaffected by the removal, while an op that *normalises* or *averages* over
-it (``layer_norm``, ``softmax``, ``mean``) is not and must pin it.
+it (``layer_norm``, ``softmax``, ``mean``) is not and must pin it; statistics (means, variances,
+RMS) go through ``ctx.statistics_over``, which pins them or, with ``normalized_dims: prune``, has
+the masked original take them over the kept channels.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Normalisation layers: per-channel parameters follow their channels; statistics over channels pin them."""
+"""Normalisation layers: per-channel parameters follow their channels; statistics over channels
+pin them (``normalized_dims: keep``) or are taken over the kept channels (``prune``:
+``Ctx.statistics_over``)."""
 
 from __future__ import annotations
 
@@ -38,22 +40,37 @@ def native_batch_norm(ctx: Ctx, node: fx.Node) -> list:
 
 def _layer_norm(ctx: Ctx, node: fx.Node) -> Labels:
     args = ctx.args
-    xl = ctx.lab(args["input"])
+    xl = list(ctx.lab(args["input"]))
     k = len(args["normalized_shape"])
-    for d in xl[-k:]:
-        ctx.pin(d, "normalised over by a layer/RMS norm")
-    for p in (args.get("weight"), args.get("bias")):
-        if isinstance(p, fx.Node) and ctx.is_tensor(p):
+    affine = [p for p in (args.get("weight"), args.get("bias")) if isinstance(p, fx.Node) and ctx.is_tensor(p)]
+    if ctx.eager and not affine:
+        # an eager LayerNorm without weights keeps its normalized_shape: nothing tells it the new width
+        ctx.pin_all(tuple(xl[-k:]), "layer norm without weights in eager code")
+    if not ctx.statistics_over(xl[-k:], "normalised over by a layer/RMS norm"):
+        for p in affine:
             ctx.pin_all(ctx.lab(p), "layer/RMS norm affine")
-    return xl
+        return tuple(xl)
+    for p in affine:  # the affine parameters follow the channels they scale
+        pl = ctx.lab(p)
+        for i in range(1, min(k, len(pl)) + 1):
+            xl[-i] = ctx.unify(xl[-i], pl[-i])
+    return tuple(xl)
 
 
-@rule(*_ops("layer_norm", "rms_norm"))
+def _layer_norm_rewrite(rw, node: fx.Node) -> None:
+    args = bound(node)
+    k = len(args["normalized_shape"])
+    new = list(rw.new_shape(args["input"])[-k:])
+    if new != list(args["normalized_shape"]):
+        rw.set_argument(node, "normalized_shape", new)
+
+
+@rule(*_ops("layer_norm", "rms_norm"), rewrite=_layer_norm_rewrite)
 def layer_norm(ctx: Ctx, node: fx.Node) -> Labels:
     return _layer_norm(ctx, node)
 
 
-@rule(*_ops("native_layer_norm"))
+@rule(*_ops("native_layer_norm"), rewrite=_layer_norm_rewrite)
 def native_layer_norm(ctx: Ctx, node: fx.Node) -> list:
     out = _layer_norm(ctx, node)
     rest = ctx.out_shapes()
@@ -64,8 +81,8 @@ def _group_norm_rewrite(rw, node: fx.Node) -> None:
     args = bound(node)
     x = args["input"]
     c0, c1 = rw.orig_shape(x)[1], rw.new_shape(x)[1]
-    if c0 != c1:
-        groups = int(args["num_groups"])
+    groups = int(args["num_groups"])
+    if c0 != c1 and groups > 1:  # whole groups went; one group (normalized_dims prune) stays one
         rw.set_argument(node, "num_groups", c1 // (c0 // groups))
 
 
@@ -75,6 +92,10 @@ def group_norm(ctx: Ctx, node: fx.Node) -> Labels:
     xl = list(ctx.lab(args["input"]))
     groups = int(args["num_groups"])
     c = ctx.shape(args["input"])[1]
+    if xl[1] is not None and groups == 1 and c > 1:
+        # one group: statistics over every channel (and position), like a layer norm
+        if ctx.statistics_over([xl[1]], "normalised over by a one-group group norm"):
+            return _per_channel(ctx, tuple(xl), [args.get("weight"), args.get("bias")])
     if xl[1] is not None:
         per = c // groups
         for g in range(groups):  # statistics are per group: a group goes whole or stays

@@ -1,4 +1,6 @@
-"""Reductions and normalising functions: summing over channels is safe, averaging or normalising pins them."""
+"""Reductions and normalising functions: summing over channels is safe; a mean or a variance over
+channels pins them, or (``normalized_dims: prune``) is taken over the kept ones; other
+reductions (max, product, any) and softmax pin them."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from ._common import _dim, _ops, rule
 from .elementwise import elementwise
 
 
-def _reduce(sum_like: bool):
+def _reduce(sum_like: bool, statistic: bool = False):
     """Reduce over ``dim`` (every dimension when absent or empty), keeping them if ``keepdim``.
+    ``statistic``: a mean or a variance (``Ctx.statistics_over``).
 
     By name: ``var(x, True)`` passes ``unbiased`` where ``var(x, [1])`` passes ``dim``."""
 
@@ -27,8 +30,10 @@ def _reduce(sum_like: bool):
             dims = [dims]
         dims = {_dim(d, n) for d in dims}
         keep = bool(args.get("keepdim", False))
-        for d in dims:
-            if not sum_like:
+        if statistic:
+            ctx.statistics_over([xl[d] for d in sorted(dims)], "averaged over")
+        elif not sum_like:
+            for d in dims:
                 ctx.pin(xl[d], "averaged or compared over")
         out = tuple(None if i in dims else xl[i] for i in range(n) if keep or i not in dims)
         shapes = ctx.out_shapes()
@@ -38,7 +43,8 @@ def _reduce(sum_like: bool):
 
 
 rule(*_ops("sum", "nansum"))(_reduce(True))
-rule(*_ops("mean", "amax", "amin", "prod", "logsumexp", "any", "all", "nanmean", "argmax", "argmin"))(_reduce(False))
+rule(*_ops("mean", "nanmean"))(_reduce(False, statistic=True))
+rule(*_ops("amax", "amin", "prod", "logsumexp", "any", "all", "argmax", "argmin"))(_reduce(False))
 
 
 @rule(*_ops("max", "min"))
@@ -49,7 +55,7 @@ def max_min(ctx: Ctx, node: fx.Node) -> Any:
         return elementwise(ctx, node)
     return _reduce(False)(ctx, node)
 
-rule(*_ops("var", "std", "var_mean", "std_mean"))(lambda ctx, node: _reduce(False)(ctx, node))
+rule(*_ops("var", "std", "var_mean", "std_mean"))(lambda ctx, node: _reduce(False, statistic=True)(ctx, node))
 
 
 @rule(*_ops("linalg_vector_norm"))
