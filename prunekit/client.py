@@ -60,8 +60,9 @@ def _pack_checkpoint(folder: Path) -> Path:
     import tempfile
     import zipfile
 
-    names = [p for p in sorted(folder.iterdir()) if p.is_file() and
-             (p.name in ("config.json", "model.safetensors.index.json") or p.name.endswith(".safetensors"))]
+    from .io.safety.archives import wanted
+
+    names = [p for p in sorted(folder.iterdir()) if p.is_file() and wanted(p.name)]
     if not any(p.name == "config.json" for p in names):
         raise ServiceError(0, "invalid_model_file", f"{folder} is a folder without config.json (a checkpoint folder "
                            "holds config.json and model.safetensors)")

@@ -8,8 +8,11 @@ module                concern
 ``safety/``           the checks an upload passes before torch reads it (see its ``__init__``)
 ``loading``           read it (weights-only pickles, audited archives), build state-dicts into
                       their registered architecture
+``checkpoint``        Hugging Face checkpoint folders: ``config.json`` + safetensors (sharded)
+``empty``             build an architecture with ``meta`` parameters; the upload's tensors become them
+``ties``              parameters one module shares under several names (tied embeddings)
 ``inputs``            example inputs from the spec, the architecture or a safetensors file
-``export``            write TorchScript / ``.pt2`` / state-dict + manifest atomically
+``export``            write TorchScript / ``.pt2`` / state-dict or checkpoint + manifest atomically
 ``rebuild``           ``load_pruned``: resize a registered architecture to a manifest
 ===================== ==========================================================================
 """

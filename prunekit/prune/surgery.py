@@ -1,6 +1,7 @@
 """Remove the chosen channels: slice tensors, then fix the graph's shape arguments.
 
-Every tensor attribute dimension that carries atoms is sliced to the kept indices.  Then each node
+Every tensor attribute dimension that carries atoms is sliced to the kept indices (a tied tensor's
+other names then point at the sliced one).  Then each node
 whose op has a ``rewrite`` half in the rule table (the analysis's extra rules first) gets its
 non-tensor arguments updated (a view's sizes, a depthwise conv's ``groups``...).  New shapes are
 read off the labels: a dimension keeps the indices whose atoms survive, so no shape inference is
@@ -19,6 +20,7 @@ import torch.nn as nn
 
 from ..analysis.arguments import set_argument
 from ..analysis.walk import Analysis, find_rule
+from ..io.ties import alias_groups, retie
 from .removal import Removal
 
 
@@ -82,6 +84,7 @@ def apply(gm: fx.GraphModule, analysis: Analysis, removal: Removal) -> fx.GraphM
     """Return a pruned copy of ``gm``."""
     rw = Rewriter(analysis, removal)
     pruned = copy.deepcopy(gm)
+    tied = [names for names in alias_groups(pruned) if any(n in analysis.attr_labels for n in names)]
     for fqn, lab in analysis.attr_labels.items():
         if not any(d is not None for d in lab):
             continue
@@ -97,6 +100,9 @@ def apply(gm: fx.GraphModule, analysis: Analysis, removal: Removal) -> fx.GraphM
                 new = new.index_select(dim, torch.from_numpy(np.nonzero(keep)[0]))
         if new.shape != t.shape:
             _set_tensor(pruned, fqn, new.contiguous().clone())
+    for names in tied:  # a tied tensor the graph reads under one name: its other names follow
+        read = next(n for n in names if n in analysis.attr_labels)
+        retie(pruned, [[read] + [n for n in names if n != read]])
     for node in pruned.graph.nodes:
         if node.op != "call_function":
             continue
