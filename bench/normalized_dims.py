@@ -17,7 +17,8 @@ This script measures, on the same weights and inputs, at pruning ratio 0.5, L2 m
 Weights are torchvision's random initialisation (``weights=None``, seed 0) with the zero-initialised
 tensors (ViT's classifier) redrawn N(0, 0.02), so outputs are not identically zero and the
 check and the output change mean something.  Parameters and MACs are counted for every row by
-one counter (``prunekit.metrics``) at batch 1, 224x224.  ``output change`` is the relative L2
+one counter (``prunekit.metrics``) at batch 1, 224x224 (with the fused attention fast path of
+``nn.MultiheadAttention`` off, which the counter cannot see into).  ``output change`` is the relative L2
 change of the logits against the original on the same 2 random inputs (for PruneKit also the
 report's own figure on the check's inputs).  Each (model, tool) runs in its own process.
 
@@ -70,6 +71,9 @@ def child(name: str, tool: str) -> dict:
     from prunekit.metrics import count_macs, count_parameters
 
     torch.set_num_threads(1)
+    # eager nn.MultiheadAttention in eval takes a fused fast path that torch's FLOP counter does
+    # not see; the slow path computes the same and is counted, so every row counts attention
+    torch.backends.mha.set_fastpath_enabled(False)
     model = _model(name)
     x = torch.randn(*SHAPE, generator=torch.Generator().manual_seed(1))
     probe = torch.randn(2, *SHAPE[1:], generator=torch.Generator().manual_seed(2))

@@ -184,3 +184,17 @@ def test_hf_names_need_their_config():
 
     with pytest.raises(InvalidConfig, match="config.json uploaded with the weights"):
         get_architecture("hf:LlamaForCausalLM")
+
+
+def test_tied_embeddings_lose_their_residual_columns_together(tmp_path):
+    """normalized_dims prune cuts the residual width, which the tied embedding and output layer
+    share: one tensor, sliced once, written once, counted once, tied again when rebuilt."""
+    src = _llama(tmp_path)
+    res = prunekit.prune_to_dir(src, {"ratio": 0.5, "normalized_dims": "prune"}, tmp_path / "out")
+    assert res.report.normalized_dims["function_changed"] and res.report.check["passed"]
+    model = prunekit.load_pruned(tmp_path / "out")
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert tuple(model.model.embed_tokens.weight.shape) == (100, 32)
+    assert sum(p.numel() for p in model.parameters()) == res.report.params_after
+    x = torch.randint(0, 100, (2, 16))
+    assert torch.allclose(_logits(model, x), _logits(res.model, x), atol=1e-4, rtol=1e-4)
