@@ -42,9 +42,11 @@ def register(subparsers: Any) -> None:
         "submit", help="upload a model and a spec to a server as a new job", formatter_class=fmt,
         description="Submit a pruning job.\n\nexample:\n"
         "  prunekit submit resnet.pt --spec '{\"ratio\": 0.3, \"inputs\": [{\"shape\": [1,3,224,224]}]}' "
-        "--wait -o resnet-pruned.pt",
+        "--wait -o resnet-pruned.pt\n"
+        "  prunekit submit my-llama/ --spec '{\"ratio\": 0.3}' --wait -o my-llama-pruned/   # a checkpoint folder",
     )
-    p.add_argument("model", type=Path, help="model file: TorchScript, .pt2, or a state-dict")
+    p.add_argument("model", type=Path, help="model file: TorchScript, .pt2, a state-dict, or a checkpoint folder "
+                   "(config.json + model.safetensors; sent as a zip) or a zip/tar of one")
     p.add_argument("--spec", required=True, help="the spec: a JSON file or inline JSON text")
     p.add_argument("--inputs", type=Path, default=None, help="example inputs (.safetensors)")
     p.add_argument("--calibration", type=Path, default=None,
@@ -170,6 +172,13 @@ def _follow(client: Any, job_id: str, timeout: float | None) -> dict:
         return client.wait(job_id, timeout=timeout, on_progress=update)
 
 
+def _checkpoint_output(client: Any, job_id: str) -> bool:
+    """A checkpoint is a folder (model.safetensors, config.json, manifest.json): all of it goes to ``-o``."""
+    from .artifacts import MODEL_FORMATS
+
+    return any(MODEL_FORMATS.get(a["name"]) == "checkpoint" for a in client.artifacts(job_id))
+
+
 def _download(client: Any, job_id: str, output: Path, name: str | None) -> list[Path]:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -182,7 +191,7 @@ def _download(client: Any, job_id: str, output: Path, name: str | None) -> list[
                 tasks[n] = bar.add_task(n, total=total)
             bar.update(tasks[n], completed=done)
 
-        if name is None and (output.is_dir() or str(output).endswith(os.sep)):
+        if name is None and (output.is_dir() or str(output).endswith(os.sep) or _checkpoint_output(client, job_id)):
             return client.download_all(job_id, output, on_progress=cb)
         return [client.download(job_id, name, output, on_progress=lambda d, t: cb(name or "model", d, t))]
 
@@ -198,8 +207,8 @@ def _finish(job: dict, args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from .client import ServiceError
 
-    if not args.model.is_file():
-        return _fail(FileNotFoundError(f"no such model file: {args.model}"))
+    if not (args.model.is_file() or (args.model / "config.json").is_file()):
+        return _fail(FileNotFoundError(f"no such model file or checkpoint folder: {args.model}"))
     if args.output and not args.wait:
         return _fail(ValueError("-o/--output needs --wait"))
     try:

@@ -168,3 +168,23 @@ def test_a_tar_with_a_link_fails_the_job_with_the_reason(big_stack, tmp_path):
     done, _ = wait_job(c, r.json()["id"], timeout=300)
     assert done["status"] == "failed"
     assert done["error"]["code"] == "unsafe_model_file" and "not a regular file" in done["error"]["message"]
+
+
+def test_the_cli_submits_a_checkpoint_folder_and_downloads_a_folder(big_stack, tmp_path):
+    import subprocess
+    import sys
+
+    src = _hf(tmp_path, "bert")
+    out = tmp_path / "bert-pruned"
+    proc = subprocess.run([sys.executable, "-m", "prunekit.cli", "submit", str(src), "--spec",
+                           json.dumps({"ratio": 0.5, "normalized_dims": "prune"}), "--wait", "-o", str(out),
+                           "--server", big_stack.url, "--api-key", KEY_A],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert {"model.safetensors", "config.json", "manifest.json", "report.json"} <= {p.name for p in out.iterdir()}
+    report = json.loads((out / "report.json").read_text())
+    assert report["normalized_dims"]["function_changed"] and report["check"]["passed"]
+    model = prunekit.load_pruned(out)
+    assert model.bert.embeddings.word_embeddings.weight.shape[1] < 64  # the residual width went
+    with torch.no_grad():
+        assert model(torch.randint(0, 100, (2, 16))).logits.shape == (2, 16, 100)
