@@ -1,5 +1,7 @@
 # PruneKit service image: the API (`prunekit serve`) and, with another command, the Celery worker
 # (`prunekit worker`).  CPU-only PyTorch keeps the image ~1 GB smaller than the default CUDA wheels.
+# /data holds the scratch space, plus uploads and artifacts unless PRUNEKIT_STORAGE_URL names an
+# S3 bucket (the service extra brings boto3 for it; see docker-compose.yml).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -80,7 +80,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from .errors import PruneKitError
-    from .artifacts import ARTIFACT_NAMES, MANIFEST_NAME, REPORT_NAME
+    from .artifacts import ARTIFACT_NAMES, MANIFEST_NAME, REPORT_NAME, companion_name
     from .api import prune_to_dir
 
     console = Console(stderr=True)
@@ -109,17 +109,18 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(work / ARTIFACT_NAMES[rep.output_format]), out)
-            report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+            # Beside the model, named after it (prunekit.artifacts.companion_name: the service's rule too).
+            report_path = Path(args.report) if args.report else out.with_name(companion_name(out.name, REPORT_NAME))
             shutil.move(str(work / REPORT_NAME), report_path)
         for name in ("sweep.json", "sweep.png"):
             if (work / name).exists():
-                dest = out.with_name(out.stem + "." + name)
+                dest = out.with_name(companion_name(out.name, name))
                 shutil.move(str(work / name), dest)
                 extra += f", {name} {dest}"
         if (work / MANIFEST_NAME).exists():
-            manifest = out.with_name(out.stem + ".manifest.json")
+            manifest = out.with_name(companion_name(out.name, MANIFEST_NAME))
             shutil.move(str(work / MANIFEST_NAME), manifest)
-            extra = f", manifest {manifest}"
+            extra += f", manifest {manifest}"
     except PruneKitError as exc:
         console.print(f"[red]error ({exc.code}):[/red] {exc}")
         return 1
@@ -307,9 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# PruneKit is installed from its checkout (it is not on PyPI): the extra is installed from there.
+SERVICE_EXTRA_HINT = "pip install -e '.[service]' in the PruneKit checkout"
+
+
 def needs_service_extra(command: str) -> int:
     """Say in one line that ``prunekit COMMAND`` needs the service extra; the exit code to return."""
-    print(f"prunekit {command} needs the service extra: pip install 'prunekit[service]'", file=sys.stderr)
+    print(f"prunekit {command} needs the service extra: {SERVICE_EXTRA_HINT}", file=sys.stderr)
     return EXIT_ERROR
 
 
@@ -338,7 +343,7 @@ def _add_app_commands(sub: Any) -> None:
         if name not in sub.choices:
             p = sub.add_parser(name, help=f"{help_text} (needs the service extra)",
                                description=f"{help_text[0].upper()}{help_text[1:]}. Needs the service extra: "
-                               "pip install 'prunekit[service]'.")
+                               f"{SERVICE_EXTRA_HINT}.")
             p.set_defaults(func=lambda args, name=name: needs_service_extra(name), accepts_any_arguments=True)
 
 

@@ -24,6 +24,8 @@ from .cli import EXIT_ERROR, EXIT_JOB_FAILED, EXIT_OK
 from .job_status import ACTIVE, CANCELLED, FAILED, QUEUED, STATUSES, SUCCEEDED
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+ID_HELP = "a job id, or a unique prefix of one (as `prunekit jobs` lists them)"
+_HEX = frozenset("0123456789abcdef")
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -58,13 +60,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_submit)
 
     p = subparsers.add_parser("status", help="show a job", description="Show a job's status, progress and result.")
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help=ID_HELP)
     _client_args(p)
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("wait", help="wait for a job with a progress bar",
                               description="Follow a job until it finishes; exit 0 if it succeeded, 1 otherwise.")
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help=ID_HELP)
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     _client_args(p)
     p.set_defaults(func=cmd_wait)
@@ -75,13 +77,15 @@ def register(subparsers: Any) -> None:
         "pointing at a folder, every artifact (model, manifest, report). SHA-256 is verified.",
         formatter_class=fmt,
     )
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help=ID_HELP)
     p.add_argument("-o", "--output", type=Path, required=True, help="a file, or a folder (all artifacts)")
     p.add_argument("--name", default=None, help=f"one artifact by name (e.g. {REPORT_NAME})")
     _client_args(p)
     p.set_defaults(func=cmd_download)
 
-    p = subparsers.add_parser("jobs", help="list your jobs", description="List your jobs, newest first.")
+    p = subparsers.add_parser("jobs", help="list your jobs",
+                              description="List your jobs, newest first, with their full ids (other commands also "
+                              "take a unique prefix of one).")
     p.add_argument("--status", choices=list(STATUSES))
     p.add_argument("--limit", type=int, default=20)
     _client_args(p)
@@ -89,7 +93,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("cancel", help="cancel a job (or delete a finished one)",
                               description="Cancel a queued or running job; a finished job is deleted with its files.")
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help=ID_HELP)
     _client_args(p)
     p.set_defaults(func=cmd_cancel)
 
@@ -103,6 +107,26 @@ def _client(args: argparse.Namespace) -> Any:
     server = args.server or os.environ.get("PRUNEKIT_SERVER") or DEFAULT_SERVER
     key = args.api_key or os.environ.get("PRUNEKIT_API_KEY") or None
     return Client(server, api_key=key)
+
+
+def resolve_id(client: Any, job_id: str) -> str:
+    """A full job id as given; a shorter hex string names the one job of the caller's whose id
+    starts with it (ServiceError ``not_found`` for none, ``ambiguous_id`` for several)."""
+    from .client import ServiceError
+
+    ident = job_id.strip().lower()
+    if not ident or not set(ident) <= _HEX or len(ident) > 32:
+        raise ServiceError(0, "invalid_id", f"{job_id!r} is not a job id or a prefix of one (hex digits)")
+    if len(ident) == 32:
+        return ident
+    matches = [j["id"] for j in client.iter_jobs() if j["id"].startswith(ident)]
+    if not matches:
+        raise ServiceError(404, "not_found", f"none of your jobs has an id starting with {ident!r}")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise ServiceError(0, "ambiguous_id", f"{ident!r} is the start of {len(matches)} job ids ({shown}); "
+                           "give more characters")
+    return matches[0]
 
 
 def _console() -> Any:
@@ -231,7 +255,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     try:
         with _client(args) as client:
-            return _finish(client.get(args.job_id), args)
+            return _finish(client.get(resolve_id(client, args.job_id)), args)
     except ServiceError as exc:
         return _fail(exc)
 
@@ -241,8 +265,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
     try:
         with _client(args) as client:
-            job = client.wait(args.job_id, timeout=args.timeout) if args.json else _follow(
-                client, args.job_id, args.timeout)
+            job_id = resolve_id(client, args.job_id)
+            job = client.wait(job_id, timeout=args.timeout) if args.json else _follow(client, job_id, args.timeout)
             _finish(job, args)
             return EXIT_OK if job["status"] == SUCCEEDED else EXIT_JOB_FAILED
     except (ServiceError, TimeoutError) as exc:
@@ -254,7 +278,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     try:
         with _client(args) as client:
-            paths = _download(client, args.job_id, args.output, args.name)
+            paths = _download(client, resolve_id(client, args.job_id), args.output, args.name)
         for path in paths:
             print(path)
         return EXIT_OK
@@ -264,7 +288,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from .client import ServiceError
 
@@ -276,7 +300,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(page, indent=2))
         return EXIT_OK
-    table = Table("id", "status", "stage", "input", "created")
+    # Ids in full, whatever the terminal's width (they are pasted into the other commands).
+    table = Table(Column("id", no_wrap=True, min_width=32), "status", "stage", "input", "created")
     for j in page["jobs"]:
         table.add_row(j["id"], j["status"], f"{j['progress'].get('stage')} {j['progress'].get('percent', 0):.0f}%",
                       j["input"].get("filename") or "", j["created_at"])
@@ -289,8 +314,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     try:
         with _client(args) as client:
-            job = client.delete(args.job_id)
+            job_id = resolve_id(client, args.job_id)
+            job = client.delete(job_id)
     except ServiceError as exc:
         return _fail(exc)
-    print(f"job {args.job_id} " + ("cancelled" if job else "deleted"))
+    print(f"job {job_id} " + ("cancelled" if job else "deleted"))
     return EXIT_OK

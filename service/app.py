@@ -1,14 +1,17 @@
 """The FastAPI application factory.
 
-``create_app()`` wires settings, the job store, the file layout, the job queue (Celery or
-embedded) and the routes together; the lifespan starts and stops the background parts (the
-embedded worker, the reaper of lost jobs).  Uvicorn calls it with ``factory=True``.
+``create_app()`` wires settings, the job store, the artifact store (local folders or S3), the
+job queue (Celery or embedded) and the routes together; the lifespan starts and stops the
+background parts (the embedded worker, the reaper of lost jobs and abandoned uploads).  Uvicorn
+calls it with ``factory=True``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+
+import anyio
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -16,6 +19,8 @@ from fastapi import FastAPI
 
 from prunekit import __version__
 from worker.layout import Layout
+from worker.storage import ObjectStore, StorageUnavailable, open_store
+from worker.storage.cleanup import discard_job_files, sweep_orphans
 from worker.store import JobStore
 
 from .errors import install_error_handlers
@@ -42,11 +47,14 @@ class Reaper:
     In Celery mode it first runs the queue's recovery (worker.recovery: a job silent for
     STALE_AFTER is requeued and sent again, or failed once its attempts are used up; a queued job
     the broker lost is sent again); then, in both modes, it fails what nothing will run any more
-    (JobStore.reap), and it removes uploads abandoned half-way by an API process that died.
+    (JobStore.reap), and it removes uploads abandoned half-way by an API process that died, and
+    uploads no job will read (:func:`worker.storage.cleanup.sweep_orphans`).
     """
 
-    def __init__(self, settings: Settings, store: JobStore, layout: Layout, queue: JobQueue | None = None) -> None:
+    def __init__(self, settings: Settings, store: JobStore, layout: Layout, objects: ObjectStore,
+                 queue: JobQueue | None = None) -> None:
         self.settings, self.store, self.layout, self.queue = settings, store, layout, queue
+        self.objects = objects
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prunekit-reaper", daemon=True)
 
@@ -69,10 +77,12 @@ class Reaper:
         )
         for job_id in reaped:
             log.warning("job %s failed: its worker stopped sending heartbeats", job_id)
-            self.layout.remove_job_files(job_id, artifacts=False)
-        for name in self.layout.remove_abandoned_incoming(s.incoming_max_age):
-            log.warning("removed the partial upload %s (untouched for %.0fs: its API process died)",
-                        name, s.incoming_max_age)
+            discard_job_files(self.objects, self.layout, job_id)
+        try:
+            for what in sweep_orphans(self.objects, self.store, s.incoming_max_age):
+                log.warning("removed the %s (untouched for %.0fs: nothing will read it)", what, s.incoming_max_age)
+        except StorageUnavailable as exc:
+            log.warning("orphan sweep skipped: %s", exc)
         return reaped
 
     def _run(self) -> None:
@@ -89,9 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     layout = Layout(settings.data_dir)
     layout.ensure()
+    objects = open_store(settings, layout)
     store = JobStore(settings.resolved_database_url)
     queue = make_queue(settings, store)
-    reaper = Reaper(settings, store, layout, queue)
+    reaper = Reaper(settings, store, layout, objects, queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,7 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "PRUNEKIT_API_KEYS is not set: only requests from this machine (loopback) are accepted. "
                 "Set PRUNEKIT_API_KEYS=\"key=tenant,...\" to serve other clients."
             )
-        log.info("PruneKit service: %s mode, data in %s", queue.mode, layout.root)
+        log.info("PruneKit service: %s mode, artifacts in %s, scratch in %s", queue.mode, objects.describe(),
+                 layout.root)
+        try:
+            await anyio.to_thread.run_sync(objects.check)
+        except StorageUnavailable as exc:  # keep serving: /readyz says so until the store is back
+            log.error("the artifact store is unreachable: %s", exc)
         queue.start()
         reaper.start()
         try:
@@ -109,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reaper.stop()
             queue.stop()
             store.dispose()
+            objects.close()
 
     app = FastAPI(
         title="PruneKit",
@@ -118,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.layout = layout
+    app.state.objects = objects
     app.state.store = store
     app.state.queue = queue
     app.state.reaper = reaper

@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
         description="Run the PruneKit HTTP API.\n\n"
         "Without PRUNEKIT_BROKER_URL the server also runs the jobs itself (embedded mode: SQLite\n"
         "and a local folder under PRUNEKIT_DATA_DIR, no Redis needed). With a broker it only\n"
-        "queues jobs, and `prunekit worker` processes run them.\n\n"
+        "queues jobs, and `prunekit worker` processes run them. Uploads and artifacts live under\n"
+        "PRUNEKIT_DATA_DIR, or in an S3-compatible bucket with PRUNEKIT_STORAGE_URL=s3://bucket/prefix.\n\n"
         "Without PRUNEKIT_API_KEYS only clients on this machine are served. See docs/service.md.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1; "

@@ -3,6 +3,8 @@
 Handlers registered here turn our own :class:`ApiError`, FastAPI's validation errors, Starlette's
 HTTP errors and anything unexpected into that shape.  Unexpected exceptions are logged with their
 traceback on the server and answered with a generic 500: no stack trace ever reaches a client.
+The artifact store being unreachable (:class:`worker.storage.StorageUnavailable`, from any route)
+is a 503 ``storage_unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,13 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         code = _DEFAULT_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        # What failed (an endpoint, a bucket) is for the operators' log, not for clients.
+        log.warning("artifact store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "storage_unavailable", "the artifact store is unreachable; try again later",
+                              headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,8 +19,10 @@ Anything else (an empty file, random bytes, a truncated zip) raises ``InvalidMod
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from prunekit.io import formats as engine_formats
 from prunekit.errors import InvalidModelFile
@@ -29,11 +31,14 @@ TORCHSCRIPT, EXPORT, STATE_DICT, CHECKPOINT = "torchscript", "export", "state_di
 EAGER_FORMATS = engine_formats.EAGER_FORMATS  # outputs run by the architecture's own forward
 
 
-def detect(path: Path) -> tuple[str, str]:
-    """``(format, container)``; container is ``zip``, ``pickle``, ``safetensors`` or ``tar``."""
-    fmt, container = engine_formats.detect_format(Path(path))
+def detect(source: "Path | BinaryIO") -> tuple[str, str]:
+    """``(format, container)``; container is ``zip``, ``pickle``, ``safetensors`` or ``tar``.
+
+    ``source`` is a path or a seekable binary file (an upload read back from the artifact store)."""
+    source = Path(source) if isinstance(source, (str, Path)) else source
+    fmt, container = engine_formats.detect_format(source)
     if container == "safetensors":
-        engine_formats.safetensors_header(Path(path))  # a header that does not parse is not a model
+        engine_formats.safetensors_header(source)  # a header that does not parse is not a model
     return fmt, container
 
 
@@ -42,18 +47,20 @@ def detect_format(path: Path) -> str:
     return detect(path)[0]
 
 
-def is_safetensors(path: Path) -> bool:
+def is_safetensors(source: "Path | BinaryIO") -> bool:
     """True for a file with a parseable safetensors header (the example-inputs upload)."""
-    path = Path(path)
-    size = path.stat().st_size
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return is_safetensors(f)
+    size = source.seek(0, io.SEEK_END)
     if size < 10:
         return False
-    with open(path, "rb") as f:
-        head = f.read(9)
+    source.seek(0)
+    head = source.read(9)
     (n,) = struct.unpack("<Q", head[:8])
     if head[8:9] != b"{" or n > size - 8:
         return False
     try:
-        return isinstance(engine_formats.safetensors_header(path), dict)
+        return isinstance(engine_formats.safetensors_header(source), dict)
     except (InvalidModelFile, UnicodeDecodeError, struct.error):
         return False

@@ -129,7 +129,7 @@ class Health(BaseModel):
 
 class Check(BaseModel):
     ok: bool
-    detail: str = Field("", description="What was checked and how it went, e.g. 'artifact folder: ok'; "
+    detail: str = Field("", description="What was checked and how it went, e.g. 'artifact store: ok'; "
                                          "with a valid API key also the path or the error.")
 
 

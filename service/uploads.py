@@ -1,25 +1,25 @@
-"""Receive a multipart upload straight to disk, hashing and size-checking on the way.
+"""Receive a multipart upload straight into the artifact store, hashing and size-checking on the way.
 
 Starlette's own form parsing spools every file to a temporary file before the endpoint sees it,
 so a size limit could only be checked after the whole upload had landed.  Here the request body
-is fed to python-multipart's streaming parser as it arrives: file parts are appended to files in
-``DATA_DIR/uploads/.incoming`` in chunks (disk writes and hashing happen in a worker thread, so the
-event loop keeps serving other requests), and the limit is enforced byte by byte.  Memory use is
-bounded by the chunk size whatever the upload size.
+is fed to python-multipart's streaming parser as it arrives: each file part goes to an
+:class:`~worker.storage.UploadSink` of the artifact store in chunks (a file in the local store's
+``.incoming`` folder, or the parts of an S3 multipart upload; writes and hashing happen in a
+worker thread, so the event loop keeps serving other requests), and the limit is enforced byte by
+byte.  Memory use is bounded by the chunk size (plus one S3 part) whatever the upload size, and
+nothing is spooled to the API's disk.  A part becomes visible under its key only once complete.
 
 When a limit is exceeded the rest of the body is read and discarded (up to ``DRAIN_LIMIT``)
 before the 413 is sent: a server that answers and closes mid-upload makes most HTTP clients
-report a broken connection instead of the error.
+report a broken connection instead of the error.  The store failing mid-upload answers 503.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, AsyncIterator
+from typing import AsyncIterator, Callable
 
 import anyio
 from fastapi import Request
@@ -27,6 +27,8 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect
+
+from worker.storage import StorageUnavailable, UploadSink
 
 from .errors import ApiError
 
@@ -44,7 +46,7 @@ class ReceivedFile:
     field: str
     filename: str | None
     content_type: str | None
-    path: Path
+    key: str  # where it is in the artifact store
     size: int
     sha256: str
 
@@ -54,63 +56,50 @@ class ReceivedForm:
     files: dict[str, ReceivedFile] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
 
-    def cleanup(self) -> None:
-        """Delete whatever files were not moved elsewhere."""
-        for f in self.files.values():
-            try:
-                f.path.unlink()
-            except FileNotFoundError:
-                pass
+
+# field name → (store key, a sink writing to it)
+OpenSink = Callable[[str], "tuple[str, UploadSink]"]
 
 
 class _Part:
-    """One part being received: a file streamed to disk, or a small text field kept in memory."""
+    """One part being received: a file streamed to the store, or a small text field kept in memory."""
 
-    def __init__(self, name: str, filename: str | None, content_type: str | None, to_disk: bool,
-                 limit: int, directory: Path) -> None:
+    def __init__(self, name: str, filename: str | None, content_type: str | None, limit: int,
+                 sink: tuple[str, UploadSink] | None) -> None:
         self.name, self.filename, self.content_type = name, filename, content_type
-        self.to_disk, self.limit = to_disk, limit
-        self.path = directory / f"{uuid.uuid4().hex}.part" if to_disk else None
+        self.limit = limit
+        self.key, self.sink = sink if sink is not None else (None, None)
+        self.to_store = sink is not None
         self.buf = bytearray()
         self.size = 0
         self.done = False
         self.closed = False
         self._hash = hashlib.sha256()
-        self._file: IO[bytes] | None = None
 
     def add(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            what = f"file '{self.name}'" if self.to_disk else f"field '{self.name}'"
+            what = f"file '{self.name}'" if self.to_store else f"field '{self.name}'"
             raise _TooLarge(f"the {what} is larger than the limit of {self.limit} bytes")
         self.buf += data
 
     def flush(self) -> None:
-        """Append the buffered bytes to the file (runs in a worker thread)."""
-        if not self.to_disk:
+        """Hand the buffered bytes to the store; commit once the part is complete (worker thread)."""
+        if self.sink is None:
             return
-        if self._file is None:
-            assert self.path is not None
-            self._file = open(self.path, "wb")
         if self.buf:
-            self._file.write(self.buf)
-            self._hash.update(self.buf)
+            data = bytes(self.buf)
             self.buf.clear()
+            self._hash.update(data)
+            self.sink.write(data)
         if self.done:
-            self._file.close()
+            self.sink.commit()
             self.closed = True
 
-    def close(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
-
     def discard(self) -> None:
-        self.close()
-        if self.path is not None:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+        """Drop a part that did not complete (a committed one is removed with the job's files)."""
+        if self.sink is not None and not self.closed:
+            self.sink.abort()
 
     @property
     def sha256(self) -> str:
@@ -131,7 +120,7 @@ async def _drain(chunks: AsyncIterator[bytes], already: int) -> None:
 
 async def receive_multipart(
     request: Request,
-    directory: Path,
+    open_sink: OpenSink,
     *,
     file_fields: set[str],
     text_fields: set[str],
@@ -139,10 +128,11 @@ async def receive_multipart(
     max_text_bytes: int,
     chunk_bytes: int = 1 << 20,
 ) -> ReceivedForm:
-    """Parse a multipart/form-data body; files in ``file_fields`` go to ``directory``.
+    """Parse a multipart/form-data body; files in ``file_fields`` go to the sinks ``open_sink``
+    gives for their field names.
 
     Raises ApiError: 415 (not multipart), 413 (over a limit), 422 (malformed or unknown field),
-    400 (client went away).
+    400 (client went away), 503 (the artifact store failed).  Parts not complete are aborted.
     """
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
@@ -157,7 +147,6 @@ async def receive_multipart(
                        f"the upload ({int(declared)} bytes) is larger than this server accepts "
                        f"(model files up to {max_file_bytes} bytes)")
 
-    directory.mkdir(parents=True, exist_ok=True)
     parts: list[_Part] = []
     state: dict = {"headers": {}, "hname": bytearray(), "hvalue": bytearray(), "part": None}
 
@@ -193,9 +182,9 @@ async def receive_multipart(
             raise ApiError(422, "invalid_request", f"unexpected form field {name!r}; expected: {allowed}")
         if any(p.name == name for p in parts):
             raise ApiError(422, "invalid_request", f"form field {name!r} was sent more than once")
-        to_disk = name in file_fields
-        part = _Part(name, filename, ctype_raw.decode("latin-1") if ctype_raw else None, to_disk,
-                     max_file_bytes if to_disk else max_text_bytes, directory)
+        to_store = name in file_fields
+        part = _Part(name, filename, ctype_raw.decode("latin-1") if ctype_raw else None,
+                     max_file_bytes if to_store else max_text_bytes, open_sink(name) if to_store else None)
         parts.append(part)
         state["part"] = part
 
@@ -230,7 +219,7 @@ async def receive_multipart(
                                     f"(model files up to {max_file_bytes} bytes)")
                 parser.write(chunk)
                 for p in parts:
-                    if p.to_disk and not p.closed and (p.done or len(p.buf) >= chunk_bytes):
+                    if p.to_store and not p.closed and (p.done or len(p.buf) >= chunk_bytes):
                         await anyio.to_thread.run_sync(p.flush)
         except ApiError:
             await _drain(chunks, received)
@@ -242,6 +231,9 @@ async def receive_multipart(
             raise ApiError(422, "invalid_request", f"malformed multipart body: {exc}") from None
         except ClientDisconnect:
             raise ApiError(400, "client_disconnected", "the client went away before the upload finished") from None
+        except StorageUnavailable:  # answered 503 by the error handler (service.errors)
+            await _drain(chunks, received)
+            raise
         if parser.state != MultipartState.END or any(not p.done for p in parts):
             raise ApiError(422, "invalid_request", "the multipart body is incomplete (no closing boundary)")
     except BaseException:
@@ -251,9 +243,10 @@ async def receive_multipart(
 
     form = ReceivedForm()
     for p in parts:
-        if p.to_disk:
-            assert p.path is not None
-            form.files[p.name] = ReceivedFile(p.name, p.filename, p.content_type, p.path, p.size, p.sha256)
+        if p.to_store:
+            assert p.key is not None
+            form.files[p.name] = ReceivedFile(p.name, p.filename, p.content_type, p.key, p.size, p.sha256)
         else:
             form.fields[p.name] = bytes(p.buf).decode("utf-8", errors="replace")
     return form
+

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = ("service", "worker")
-HINT = "needs the service extra: pip install 'prunekit[service]'"
+HINT = "needs the service extra: pip install -e '.[service]' in the PruneKit checkout"
 
 # Run in a subprocess: block the top-level packages named in argv[1], then run argv[2] (code).
 _BLOCKER = r"""

@@ -78,8 +78,10 @@ def register(subparsers: Any) -> None:
         "worker", help=WORKER_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a Celery worker for PruneKit jobs.\n\n"
-        "It must see the same PRUNEKIT_DATA_DIR (shared volume) and PRUNEKIT_DATABASE_URL as the\n"
-        "API. Start as many as you like; each runs --concurrency jobs at a time.",
+        "It must use the same PRUNEKIT_DATABASE_URL and artifact store as the API: the same\n"
+        "PRUNEKIT_STORAGE_URL (s3://bucket/prefix: nothing else shared; its PRUNEKIT_DATA_DIR\n"
+        "only holds scratch space), or without it the same PRUNEKIT_DATA_DIR (a shared volume).\n"
+        "Start as many as you like; each runs --concurrency jobs at a time.",
     )
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default: 1)")
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])

@@ -12,6 +12,7 @@ time limit is killed and failed, and one that died without recording an outcome 
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 
 from .layout import Layout
 from .settings import WorkerSettings
+from .storage import open_store
+from .storage.cleanup import discard_job_files
 from .store import CANCELLED, QUEUED, RUNNING, WORKER_LOST, JobStore
 
 log = logging.getLogger(__name__)
@@ -37,14 +40,48 @@ def _child_main(job_id: str, settings_json: str) -> None:
     run_job(job_id, settings)
 
 
+def settings_for_child(settings: WorkerSettings) -> str:
+    """The settings as JSON for a job process, secrets included (pydantic masks them)."""
+    data = json.loads(settings.model_dump_json())
+    if settings.s3_secret_access_key is not None:
+        data["s3_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
+    return json.dumps(data)
+
+
+# Imported once in the fork server, so that every job process starts with them loaded.
+PRELOAD = ["torch", "prunekit", "prunekit.api", "worker.runner"]
+
+
 def _context() -> Any:
     try:
         ctx = mp.get_context("forkserver")
-        # Import the engine once in the fork server; every job process then starts warm.
-        ctx.set_forkserver_preload(["worker.runner", "prunekit", "torch"])
+        ctx.set_forkserver_preload(PRELOAD)
         return ctx
     except ValueError:  # platforms without forkserver
         return mp.get_context("spawn")
+
+
+def _warm_up() -> None:
+    """Start the fork server now, in the background, rather than when the first job arrives:
+    importing torch and the engine takes seconds, which the first job would otherwise spend
+    queued.  A failure here only means the first job starts it (and says why)."""
+    try:
+        from multiprocessing import forkserver
+
+        t0 = time.monotonic()
+        forkserver.ensure_running()
+        # ensure_running returns once the server is started; a first fork waits for its imports.
+        ctx = mp.get_context("forkserver")
+        p = ctx.Process(target=_noop, name="prunekit-warm-up", daemon=True)
+        p.start()
+        p.join(120)
+        log.info("job processes ready (engine preloaded in %.1fs)", time.monotonic() - t0)
+    except Exception as exc:
+        log.warning("could not pre-start the job process server: %s", exc)
+
+
+def _noop() -> None:
+    return None
 
 
 @dataclass
@@ -67,12 +104,15 @@ class EmbeddedWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._settings_json = settings.model_dump_json()
+        self._settings_json = settings_for_child(settings)
         self.layout = Layout(settings.data_dir)
+        self.objects = open_store(settings, self.layout)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._ctx.get_start_method() == "forkserver":
+            threading.Thread(target=_warm_up, name="prunekit-warm-up", daemon=True).start()
         self._recover()
         self._thread = threading.Thread(target=self._loop, name="prunekit-embedded-worker", daemon=True)
         self._thread.start()
@@ -137,13 +177,13 @@ class EmbeddedWorker:
             if status in (CANCELLED, None):
                 log.info("job %s cancelled: terminating its process", r.job_id)
                 self._kill(r)
-                self.layout.remove_job_files(r.job_id, artifacts=False)
+                discard_job_files(self.objects, self.layout, r.job_id)
             elif time.monotonic() - r.started > hard_limit:
                 log.warning("job %s passed its hard time limit: killing its process", r.job_id)
                 self.store.fail(r.job_id, "time_limit",
                                 f"the job exceeded its time limit of {self.settings.job_time_limit}s")
                 self._kill(r)
-                self.layout.remove_job_files(r.job_id, artifacts=False)
+                discard_job_files(self.objects, self.layout, r.job_id)
         free = self.concurrency - len(self._running)
         if free <= 0:
             return

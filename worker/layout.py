@@ -1,21 +1,22 @@
-"""Where a job's files live under ``DATA_DIR``.
+"""Where things live under ``DATA_DIR``: this process's scratch space, and the local store.
 
-One module owns the layout so the API (which writes uploads and serves artifacts) and the worker
-(which reads uploads and writes artifacts) cannot drift apart::
+Every process keeps its own scratch folder here (``work/<job_id>/attempt-…``): a worker downloads
+a job's inputs into it, the engine writes its outputs there, and the artifacts leave it for the
+artifact store (:mod:`worker.storage`).  With the local backend (no ``STORAGE_URL``) the store is
+this folder too, and the API and the workers must then share it::
 
-    DATA_DIR/uploads/.incoming/<random>     an upload still streaming in
-    DATA_DIR/uploads/<job_id>/model.<ext>   the accepted model (and inputs.safetensors)
-    DATA_DIR/work/<job_id>/<attempt>/        scratch space of one attempt
-    DATA_DIR/artifacts/<job_id>/            the finished artifacts, moved in atomically
+    DATA_DIR/uploads/.incoming/<random>.part   an upload still streaming in (local backend)
+    DATA_DIR/uploads/<job_id>/<field>           the accepted uploads (model, inputs, calibration)
+    DATA_DIR/artifacts/<job_id>/attempt-<n>/    the artifacts of the attempt that succeeded
+    DATA_DIR/work/<job_id>/attempt-<n>-<rand>/  scratch space of one attempt (always local)
 
-Everything is on one file system so that the final moves are atomic renames.
+Everything is on one file system so that the local store's final moves are atomic renames.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import time
 from pathlib import Path
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -61,31 +62,6 @@ class Layout:
     def work_dir(self, job_id: str) -> Path:
         return self.work / check_job_id(job_id)
 
-    def remove_job_files(self, job_id: str, *, artifacts: bool = True) -> None:
-        """Delete a job's upload and scratch (and artifacts); missing files are fine."""
-        dirs = [self.upload_dir(job_id), self.work_dir(job_id)]
-        if artifacts:
-            dirs.append(self.artifact_dir(job_id))
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
-
-    def remove_abandoned_incoming(self, max_age: float) -> list[str]:
-        """Delete uploads left half-written in ``.incoming`` by an API process that died mid-upload.
-
-        A live upload writes a chunk at least every few seconds, so a file untouched for
-        ``max_age`` seconds has no writer left.  Returns the names removed.
-        """
-        removed = []
-        cutoff = time.time() - max_age
-        try:
-            entries = list(self.incoming.iterdir())
-        except FileNotFoundError:
-            return removed
-        for p in entries:
-            try:
-                if p.is_file() and p.stat().st_mtime < cutoff:
-                    p.unlink()
-                    removed.append(p.name)
-            except FileNotFoundError:  # finished (moved away) or removed meanwhile
-                continue
-        return removed
+    def remove_scratch(self, job_id: str) -> None:
+        """Delete this machine's scratch space of a job (every attempt); missing is fine."""
+        shutil.rmtree(self.work_dir(job_id), ignore_errors=True)

@@ -32,8 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .layout import Layout
 from .settings import WorkerSettings
+from .storage import ObjectStore, open_store
+from .storage.cleanup import discard_job_files
 from .store import JobStore, StaleJob
 
 log = logging.getLogger(__name__)
@@ -133,13 +134,13 @@ class Recovery:
         publish: Callable[[str], None],
         *,
         broker: RedisBrokerView | None = None,
-        layout: Layout | None = None,
+        objects: ObjectStore | None = None,
     ) -> None:
         self.settings, self.store, self.publish = settings, store, publish
         self.broker = broker
         if broker is None and RedisBrokerView.supports(settings.broker_url):
             self.broker = RedisBrokerView(settings.broker_url or "", settings.queue_name)
-        self.layout = layout or Layout(settings.data_dir)
+        self._objects = objects
 
     def sweep(self) -> SweepReport:
         s = self.settings
@@ -148,7 +149,7 @@ class Recovery:
             if stale.outcome == "failed":
                 report.failed.append(stale)
                 log.warning("job %s failed: %s", stale.job_id, stale.message)
-                self.layout.remove_job_files(stale.job_id, artifacts=False)
+                discard_job_files(self.objects, None, stale.job_id)
                 continue
             report.requeued.append(stale)
             log.warning("job %s %s; sending it again", stale.job_id, stale.message)
@@ -173,6 +174,13 @@ class Recovery:
             else:
                 self.store.unmark_published(job_id, stamp)
         return report
+
+    @property
+    def objects(self) -> ObjectStore:
+        """The artifact store, opened at first use (most sweeps never need it)."""
+        if self._objects is None:
+            self._objects = open_store(self.settings)
+        return self._objects
 
     def _send(self, job_id: str) -> bool:
         try:

@@ -6,10 +6,17 @@ makes a redelivered message harmless.  The function
 
 * claims the job (idempotent: a finished or cancelled job is left alone, a job still held by a
   live attempt is reported ``busy``, attempts are counted and capped),
-* calls :func:`prunekit.api.prune_to_dir` into a private scratch folder, reporting progress
-  to the store (throttled) and checking, at every progress call, whether the job was cancelled
-  or ran out of time,
-* moves the finished artifacts into place with one atomic rename and records the outcome.
+* downloads the job's uploads from the artifact store (:mod:`worker.storage`: a local folder or
+  an S3 bucket) into a private scratch folder, and calls :func:`prunekit.api.prune_to_dir` on
+  those local files, reporting progress to the store (throttled) and checking, at every progress
+  call, whether the job was cancelled or ran out of time,
+* uploads the artifacts under keys that name the attempt (so a dead or superseded attempt can
+  never overwrite the files of the one recorded), records the outcome (which makes them the
+  job's), then removes what earlier attempts of the job left behind.
+
+The artifact store being unreachable is not the job's fault: the attempt is given back to the
+queue (``requeued``; the broker's recovery or the embedded dispatcher runs it again) while
+attempts remain, and fails with ``storage_unavailable`` after the last.
 
 User errors (:class:`prunekit.errors.PruneKitError`) keep their code and message; anything else is
 recorded as ``internal_error`` with a single line, and the traceback goes to the worker's log.
@@ -32,12 +39,25 @@ from prunekit.artifacts import ARTIFACT_ORDER, MODEL_FORMATS
 
 from .layout import Layout
 from .settings import WorkerSettings
+from .storage import (
+    ObjectMissing,
+    ObjectStore,
+    StorageUnavailable,
+    artifact_key,
+    artifact_prefix,
+    attempt_prefix,
+    open_store,
+    upload_key,
+)
+from .storage.cleanup import discard_job_files
 from .store import CANCELLED, SUCCEEDED, TERMINAL, JobStore
 
 log = logging.getLogger(__name__)
 
 TIME_LIMIT = "time_limit"
 INTERNAL_ERROR = "internal_error"
+STORAGE_UNAVAILABLE = "storage_unavailable"
+REQUEUED = "requeued"
 
 
 class JobCancelled(BaseException):
@@ -200,14 +220,41 @@ def _out_of_memory_message() -> str:
             "(PRUNEKIT_JOB_MEMORY_LIMIT)")
 
 
+def _fetch(objects: ObjectStore, job_id: str, record: dict | None, in_dir: Path) -> Path | None:
+    """Download one of the job's uploads into scratch, named as the engine expects it."""
+    if not record:
+        return None
+    # Records of older versions name no key: their file sat under its stored name.
+    key = record.get("key") or upload_key(job_id, record["path"])
+    dest = in_dir / record["path"]
+    objects.fetch(key, dest)
+    return dest
+
+
+def _store_artifacts(objects: ObjectStore, job_id: str, attempt: int, out_dir: Path, artifacts: list[dict]) -> None:
+    for a in artifacts:
+        a["key"] = artifact_key(job_id, attempt, a["name"])
+        objects.put_file(a["key"], out_dir / a["name"], sha256=a["sha256"])
+
+
+def _drop_other_attempts(objects: ObjectStore, job_id: str, attempt: int) -> None:
+    """Remove artifacts that earlier (dead or superseded) attempts of the job uploaded."""
+    ours = attempt_prefix(job_id, attempt)
+    base = artifact_prefix(job_id)
+    others = {base + i.key[len(base):].split("/", 1)[0] + "/" for i in objects.list(base) if not i.key.startswith(ours)}
+    for prefix in others:
+        objects.delete_prefix(prefix)
+
+
 def run_job(
     job_id: str,
     settings: WorkerSettings,
     *,
     store: JobStore | None = None,
+    objects: ObjectStore | None = None,
     timeout_exceptions: tuple[type[BaseException], ...] = (),
 ) -> str:
-    """Run ``job_id`` once.  Returns the claim outcome or the job's final status.
+    """Run ``job_id`` once.  Returns the claim outcome, ``requeued``, or the job's final status.
 
     ``timeout_exceptions`` are the host's own time-limit exceptions (Celery's soft limit), which
     are recorded like our deadline: code ``time_limit``.
@@ -218,13 +265,14 @@ def run_job(
 
     store = store or JobStore(settings.resolved_database_url)
     layout = Layout(settings.data_dir)
+    objects = objects or open_store(settings, layout)
     claim = store.claim(
         job_id, worker=worker_name(), max_attempts=settings.job_max_attempts, stale_after=settings.stale_after
     )
     if claim.outcome != "claimed":
         log.info("job %s not run: %s", job_id, claim.outcome)
         if claim.outcome in ("done", "exhausted"):  # finished: drop whatever a lost attempt left
-            layout.remove_job_files(job_id, artifacts=False)
+            discard_job_files(objects, layout, job_id)
         return claim.outcome
     attempt, job = claim.attempt, claim.job
     assert job is not None
@@ -232,14 +280,9 @@ def run_job(
 
     t_start = time.monotonic()
     scratch = layout.work_dir(job_id) / f"attempt-{attempt}-{uuid.uuid4().hex[:8]}"
-    out_dir = scratch / "out"
+    in_dir, out_dir = scratch / "in", scratch / "out"
+    in_dir.mkdir(parents=True)
     out_dir.mkdir(parents=True)
-    upload_dir = layout.upload_dir(job_id)
-    model_path = upload_dir / job.input["path"]
-    inputs = job.input.get("inputs")
-    inputs_path = upload_dir / inputs["path"] if inputs else None
-    calibration = job.input.get("calibration")
-    calibration_path = upload_dir / calibration["path"] if calibration else None
 
     def fail(code: str, message: str) -> str:
         store.fail(job_id, code, message, attempt=attempt)
@@ -248,6 +291,10 @@ def run_job(
 
     try:
         with Progress(store, job_id, attempt, settings) as progress:
+            progress("load", 0.0, "fetching the model")
+            model_path = _fetch(objects, job_id, job.input, in_dir)
+            inputs_path = _fetch(objects, job_id, job.input.get("inputs"), in_dir)
+            calibration_path = _fetch(objects, job_id, job.input.get("calibration"), in_dir)
             progress("load", 0.0, "reading the model")
             spec = parse_spec(job.spec)
             result = api.prune_to_dir(
@@ -265,25 +312,34 @@ def run_job(
             # Still ours?  A fresh heartbeat also keeps any redelivery from claiming it meanwhile.
             if not store.heartbeat(job_id, attempt):
                 raise JobCancelled()
-            final = layout.artifact_dir(job_id)
-            if final.exists():  # left by an attempt that died between its rename and its record
-                stale = scratch / "stale"
-                os.rename(final, stale)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(out_dir, final)
+            _store_artifacts(objects, job_id, attempt, out_dir, artifacts)
             if not store.succeed(job_id, attempt, result=summary, artifacts=artifacts):
-                shutil.rmtree(final, ignore_errors=True)
+                objects.delete_prefix(attempt_prefix(job_id, attempt))
                 raise JobCancelled()
             log.info("job %s attempt %d succeeded", job_id, attempt)
+            try:
+                _drop_other_attempts(objects, job_id, attempt)
+            except StorageUnavailable as exc:  # leftovers go with the job when it is deleted
+                log.warning("job %s: could not remove earlier attempts' artifacts: %s", job_id, exc)
             return SUCCEEDED
     except JobCancelled:
         status = store.status_of(job_id)
         log.info("job %s attempt %d stopped: job is now %s", job_id, attempt, status)
         if status == CANCELLED:
-            layout.remove_job_files(job_id, artifacts=False)
+            discard_job_files(objects, layout, job_id)
         return status or "missing"
     except JobTimeLimit:
         return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
+    except StorageUnavailable as exc:
+        log.warning("job %s attempt %d: the artifact store is unreachable: %s", job_id, attempt, exc)
+        if attempt < settings.job_max_attempts and store.requeue(
+                job_id, attempt, message=f"requeued: the artifact store was unreachable (attempt {attempt} of "
+                f"{settings.job_max_attempts})"):
+            return REQUEUED
+        return fail(STORAGE_UNAVAILABLE, f"the artifact store was unreachable on each of {attempt} attempt(s): "
+                    + one_line(str(exc), 200))
+    except ObjectMissing as exc:
+        return fail(INTERNAL_ERROR, f"the job's upload {exc} is missing from the artifact store")
     except PruneKitError as exc:
         if is_out_of_memory(exc):  # the engine wrapped a failed allocation as its own error
             return fail(MemoryLimit.code, _out_of_memory_message())
@@ -302,6 +358,5 @@ def run_job(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if store.status_of(job_id) in TERMINAL:
-            # Finished: the upload and any scratch left by earlier, killed attempts can go.
-            shutil.rmtree(layout.work_dir(job_id), ignore_errors=True)
-            shutil.rmtree(upload_dir, ignore_errors=True)
+            # Finished: the uploads and any scratch left by earlier, killed attempts can go.
+            discard_job_files(objects, layout, job_id)

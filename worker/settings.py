@@ -1,17 +1,20 @@
 """Configuration shared by the API and the workers (environment variables prefixed ``PRUNEKIT_``).
 
-Both sides must agree on where jobs live (``DATA_DIR``, ``DATABASE_URL``) and how they are
-queued (``BROKER_URL``), so those settings are defined here, in the lower layer; the API adds its
+Both sides must agree on where jobs live (``DATABASE_URL``; ``STORAGE_URL``, or a shared
+``DATA_DIR`` without it) and how they are queued (``BROKER_URL``), so those settings are defined here, in the lower layer; the API adds its
 own (keys, upload limits) in :mod:`service.settings` by subclassing.  Everything has a default
 that works on a laptop: no broker (embedded mode), SQLite under ``./data``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -88,13 +91,69 @@ class WorkerSettings(BaseSettings):
         "Default: 80% of the machine's (or cgroup's) memory divided by the jobs run at once.",
     )
     queue_name: str = Field("prunekit", description="Broker queue the jobs are sent to.")
+    storage_url: str | None = Field(
+        None,
+        description="Where uploads and artifacts live. Unset: folders under DATA_DIR (shared by the API "
+        "and the workers). s3://bucket/prefix: an S3-compatible object store, the only storage the API "
+        "and the workers share (each keeps its scratch space in its own DATA_DIR).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint, e.g. http://seaweedfs:8333 or https://minio.example:9000. Unset: AWS S3."
+    )
+    s3_region: str = Field("us-east-1", description="Region the requests are signed for.")
+    s3_access_key_id: str | None = Field(
+        None, description="Access key. Unset: boto3's usual chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="Secret key for S3_ACCESS_KEY_ID.")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="Bucket in the path or in the host name; auto: path with a custom endpoint."
+    )
+    s3_part_size: int = Field(
+        16 << 20, ge=5 << 20, le=5 << 30,
+        description="Bytes per multipart-upload part: the most one upload holds in memory.",
+    )
+    s3_create_bucket: bool = Field(False, description="Create the bucket at start if it does not exist.")
+    s3_presign: bool = Field(
+        False,
+        description="Downloads answer 307 with a presigned URL of the object (after the tenant check) "
+        "instead of streaming it through the API. Clients must reach the store.",
+    )
+    s3_presign_expiry: int = Field(300, ge=1, le=604800, description="Seconds a presigned download URL stays valid.")
+    s3_public_endpoint_url: str | None = Field(
+        None, description="Endpoint written into presigned URLs, when clients reach the store at another address."
+    )
 
-    @field_validator("broker_url", "database_url", mode="before")
+    @field_validator("broker_url", "database_url", "storage_url", "s3_endpoint_url", "s3_access_key_id",
+                     "s3_secret_access_key", "s3_public_endpoint_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # docker-compose passes "" for an unset variable: treat it as not configured.
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _a_storage_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_storage_url(value)  # one line naming the problem, at start
+            if value.startswith("s3://") and importlib.util.find_spec("boto3") is None:
+                raise ValueError("s3:// needs boto3, which comes with the service extra "
+                                 "(pip install -e '.[service]' in the checkout)")
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value.strip()):
+            raise ValueError("expected an http:// or https:// URL, e.g. http://seaweedfs:8333")
+        return value.strip().rstrip("/") if value else value
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _keys_in_pairs(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (value is None) != (info.data.get("s3_access_key_id") is None):
+            raise ValueError("set both PRUNEKIT_S3_ACCESS_KEY_ID and PRUNEKIT_S3_SECRET_ACCESS_KEY, or neither")
         return value
 
     @field_validator("job_memory_limit")
@@ -135,5 +194,27 @@ class WorkerSettings(BaseSettings):
         return self.stale_after + self.resolved_visibility_timeout + 2 * self.resolved_restore_interval
 
     @property
+    def storage(self) -> tuple[str, str] | None:
+        """``(bucket, prefix)`` of the S3 store, or None for the local folders."""
+        return parse_storage_url(self.storage_url) if self.storage_url else None
+
+    @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → ``("bucket", "some/prefix/")``; ValueError with the reason."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or scheme.lower() != "s3":
+        raise ValueError("expected s3://bucket or s3://bucket/prefix (unset: folders under DATA_DIR)")
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError("the bucket name must be 3-63 lowercase letters, digits, dots or hyphens")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") or not re.match(r"^[A-Za-z0-9._-]+$", p) for p in parts):
+        raise ValueError("the prefix may hold only letters, digits, '.', '_', '-' and '/'")
+    return bucket, "".join(p + "/" for p in parts)

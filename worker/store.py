@@ -475,12 +475,13 @@ class JobStore:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def requeue(self, job_id: str, attempt: int) -> bool:
-        """Running → queued after a lost attempt (embedded mode, where there is no broker)."""
+    def requeue(self, job_id: str, attempt: int, *, message: str = "retrying after a lost worker") -> bool:
+        """Running → queued after a lost attempt (embedded mode, where there is no broker), or
+        given back by an attempt that could not reach the artifact store."""
         stmt = (
             update(JobRow)
             .where(self._mine(job_id, attempt))
-            .values(status=QUEUED, progress_stage="queued", progress_message="retrying after a lost worker")
+            .values(status=QUEUED, progress_stage="queued", progress_message=message[:1000])
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
@@ -573,6 +574,16 @@ class JobStore:
     def status_of(self, job_id: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(select(JobRow.status).where(JobRow.id == job_id)).scalar()
+
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Job id → status, for the ids that have a record."""
+        out: dict[str, str] = {}
+        ids = list(job_ids)
+        for start in range(0, len(ids), 500):
+            stmt = select(JobRow.id, JobRow.status).where(JobRow.id.in_(ids[start:start + 500]))
+            with self.engine.connect() as conn:
+                out.update({i: s for i, s in conn.execute(stmt).all()})
+        return out
 
     def ids_with_status(self, status: str, *, limit: int = 100) -> list[str]:
         """Oldest first: the order jobs should be started in."""

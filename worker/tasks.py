@@ -16,27 +16,30 @@ from celery.signals import worker_ready, worker_shutdown
 from .celery_app import app, settings
 from .recovery import TASK_NAME, start_worker_recovery, stop_worker_recovery
 from .runner import run_job
+from .storage import ObjectStore, open_store
 from .store import JobStore
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TASK_NAME", "run_job_task"]
 
-_store: tuple[int, JobStore] | None = None
+_stores: tuple[int, JobStore, ObjectStore] | None = None
 
 
-def _process_store() -> JobStore:
-    """One store (connection pool) per process: pools must not cross a fork."""
-    global _store
-    if _store is None or _store[0] != os.getpid():
-        _store = (os.getpid(), JobStore(settings.resolved_database_url))
-    return _store[1]
+def _process_stores() -> tuple[JobStore, ObjectStore]:
+    """One job store (connection pool) and one artifact-store client per process: neither may
+    cross a fork."""
+    global _stores
+    if _stores is None or _stores[0] != os.getpid():
+        _stores = (os.getpid(), JobStore(settings.resolved_database_url), open_store(settings))
+    return _stores[1], _stores[2]
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_job_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
+    store, objects = _process_stores()
     outcome = run_job(
-        job_id, settings, store=_process_store(), timeout_exceptions=(SoftTimeLimitExceeded,)
+        job_id, settings, store=store, objects=objects, timeout_exceptions=(SoftTimeLimitExceeded,)
     )
     if outcome == "busy":
         # A duplicate delivery (an early redelivery, or a re-send that crossed a worker's pick-up)

@@ -25,6 +25,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -114,13 +115,13 @@ def load_state(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return state
 
 
-def peek_config(path: "str | Path", container: str, limits: Limits) -> dict | None:
+def peek_config(path: "str | Path | BinaryIO", container: str, limits: Limits) -> dict | None:
     """The ``config.json`` of a checkpoint upload, read without loading any weights: a folder's
-    file, or a zip's member (``archives.zip_config``).  ``None`` for a tar, which is read only by
-    the job itself (a compressed tar cannot be looked into without inflating it)."""
-    path = Path(path)
+    file, or a zip's member (``archives.zip_config``; the zip may be a seekable binary file).
+    ``None`` for a tar, which is read only by the job itself (a compressed tar cannot be looked
+    into without inflating it)."""
     if container == "folder":
-        return read_json(path / CONFIG, CONFIG)
+        return read_json(Path(path) / CONFIG, CONFIG)  # type: ignore[arg-type]
     if container != "zip":
         return None
     raw = zip_config(path, limits, MAX_JSON_BYTES)

@@ -15,7 +15,7 @@ import json
 import struct
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from ..errors import InvalidModelFile
 
@@ -32,17 +32,25 @@ def _is_safetensors(head: bytes, total: int) -> bool:
     return 2 <= n <= total - 8 and head[8:9] == b"{"
 
 
-def detect_format(source: "str | Path | bytes") -> tuple[ModelFormat, str]:
+def detect_format(source: "str | Path | bytes | BinaryIO") -> tuple[ModelFormat, str]:
     """Return ``(format, container)`` where container is ``zip``, ``pickle``, ``safetensors``,
     ``tar`` or ``folder`` (the last two: checkpoints only).
 
+    ``source`` may also be a seekable binary file object (the service reads uploads that live in
+    an object store through ranged reads: only the head and the zip directory are fetched).
     Raises :class:`InvalidModelFile` with a reason a person can act on.
     """
     data: bytes | None = None
+    fileobj: BinaryIO | None = None
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         total = len(data)
         head = data[:512]
+    elif hasattr(source, "read") and hasattr(source, "seek"):
+        fileobj = source  # type: ignore[assignment]
+        total = fileobj.seek(0, io.SEEK_END)
+        fileobj.seek(0)
+        head = fileobj.read(512)
     else:
         path = Path(source)
         if not path.exists():
@@ -59,7 +67,7 @@ def detect_format(source: "str | Path | bytes") -> tuple[ModelFormat, str]:
         raise InvalidModelFile("the model file is empty")
     if head[:4] == b"PK\x03\x04":
         try:
-            zf = zipfile.ZipFile(io.BytesIO(data) if data is not None else Path(source))
+            zf = zipfile.ZipFile(io.BytesIO(data) if data is not None else fileobj if fileobj is not None else Path(source))
             names = zf.namelist()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise InvalidModelFile(f"the model file is a damaged or truncated zip archive ({exc})") from None
@@ -103,14 +111,24 @@ def is_tar_head(head: bytes) -> bool:
     return (len(head) >= 262 and head[257:262] == b"ustar") or any(head.startswith(m) for m in _COMPRESSED)
 
 
-def safetensors_header(path: Path) -> dict:
-    """Read and parse a safetensors header (used to validate before loading)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > 100_000_000:
-            raise InvalidModelFile("safetensors header is implausibly large")
-        raw = f.read(n)
+def safetensors_header(source: "Path | BinaryIO") -> dict:
+    """Read and parse a safetensors header (used to validate before loading): a path, or a
+    seekable binary file object read from its start."""
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        f = source
+        f.seek(0)  # type: ignore[union-attr]
+        raw = _read_safetensors_header(f)  # type: ignore[arg-type]
+    else:
+        with open(source, "rb") as f:  # type: ignore[arg-type]
+            raw = _read_safetensors_header(f)
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
         raise InvalidModelFile("safetensors header is not valid JSON") from None
+
+
+def _read_safetensors_header(f: BinaryIO) -> bytes:
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > 100_000_000:
+        raise InvalidModelFile("safetensors header is implausibly large")
+    return f.read(n)

@@ -7,12 +7,13 @@ check generically; paths and error texts go to the log, and to callers with a va
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Callable
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from worker.storage import StorageUnavailable
 
 from .. import schemas
 from ..auth import has_valid_key
@@ -27,16 +28,15 @@ async def healthz() -> schemas.Health:
     return schemas.Health()
 
 
-def _check_data_dir(request: Request) -> tuple[bool, str]:
-    """The artifact folder exists and is writable (a real write: mounts can be read-only)."""
-    folder = request.app.state.layout.artifacts
-    probe = folder / f".ready-{uuid.uuid4().hex}"
+def _check_storage(request: Request) -> tuple[bool, str]:
+    """The artifact store takes writes (local: a real write, mounts can be read-only; S3: the
+    bucket answers to our credentials)."""
+    objects = request.app.state.objects
     try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
-        return True, str(folder)
-    except OSError as exc:
-        return False, f"{folder}: {exc.strerror or exc}"
+        objects.check()
+        return True, objects.describe()
+    except StorageUnavailable as exc:
+        return False, str(exc)
 
 
 def _probe(call: Callable[[], object]) -> tuple[bool, str]:
@@ -50,9 +50,9 @@ def _probe(call: Callable[[], object]) -> tuple[bool, str]:
 @router.get(
     "/readyz",
     response_model=schemas.Readiness,
-    summary="Readiness: job store, artifact folder and broker (or embedded worker) reachable",
-    description="Needs no key. Each check's `detail` is a generic line (`artifact folder: ok`); "
-    "with a valid API key it also carries the folder's path and any error text.",
+    summary="Readiness: job store, artifact store and broker (or embedded worker) reachable",
+    description="Needs no key. Each check's `detail` is a generic line (`artifact store: ok`); "
+    "with a valid API key it also carries where the store is (folder, or bucket and endpoint) and any error text.",
     responses={503: {"model": schemas.Readiness, "description": "A dependency is unreachable."}},
 )
 def readyz(request: Request) -> JSONResponse:
@@ -60,7 +60,7 @@ def readyz(request: Request) -> JSONResponse:
     name = "broker" if queue.mode == "celery" else "worker"
     probes = {
         "job_store": ("job store", "unreachable", _probe(request.app.state.store.ping)),
-        "artifacts": ("artifact folder", "not writable", _check_data_dir(request)),
+        "artifacts": ("artifact store", "unreachable", _check_storage(request)),
         name: ("broker" if name == "broker" else "job supervisor", "unreachable", _probe(queue.check)),
     }
     detailed = has_valid_key(request)

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 
+from prunekit.artifacts import download_name
 from prunekit.errors import InvalidCalibration, InvalidModelFile, InvalidSpec, UnknownArchitecture
 from prunekit.registry import get_architecture, list_architectures
 from prunekit.spec import Spec, parse_spec
-from worker.layout import Layout
+from worker.storage import ObjectMissing, ObjectStore, legacy_artifact_key, upload_key
+from worker.storage.cleanup import discard_job_files
 from worker.store import ACTIVE, CANCELLED, FAILED, SUCCEEDED, Job, JobStore
 
 from .. import schemas
@@ -23,7 +25,7 @@ from ..auth import tenant_for
 from ..errors import ApiError
 from ..formats import CHECKPOINT, EAGER_FORMATS, EXPORT, STATE_DICT, detect, is_safetensors
 from ..queue import JobQueue
-from ..storage import content_disposition, download_filename, place_upload, stored_model_name
+from ..storage import content_disposition, stored_model_name
 from ..uploads import ReceivedForm, receive_multipart
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,8 @@ def _store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def _layout(request: Request) -> Layout:
-    return request.app.state.layout
+def _objects(request: Request) -> ObjectStore:
+    return request.app.state.objects
 
 
 def _queue(request: Request) -> JobQueue:
@@ -156,10 +158,11 @@ def _decode_cursor(cursor: str) -> int:
         raise ApiError(422, "invalid_cursor", "the cursor is not one this server handed out") from None
 
 
-def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec, str, str]:
+def _validate_submission(form: ReceivedForm, objects: ObjectStore) -> tuple[Spec, str, str]:
     """Check the upload before anything is queued: spec, model format, architecture, inputs.
 
-    Runs in a worker thread (it reads file headers).  Returns (spec, format, container).
+    Runs in a worker thread: it reads the heads (and zip directories) of the uploads back from
+    the artifact store, never the whole files.  Returns (spec, format, container).
     """
     model = form.files.get("model")
     if model is None:
@@ -174,10 +177,11 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
         details = getattr(exc, "details", None) or [{"path": "(spec)", "message": str(exc)}]
         raise ApiError(422, exc.code, str(exc), details) from None
     try:
-        fmt, container = detect(model.path)
+        with objects.open_read(model.key) as f:
+            fmt, container = detect(f)
     except InvalidModelFile as exc:
         raise ApiError(422, exc.code, str(exc), [{"path": "model", "message": str(exc)}]) from None
-    config = _checkpoint_config(model.path, container) if fmt == CHECKPOINT else None
+    config = _checkpoint_config(objects, model.key, container) if fmt == CHECKPOINT else None
     if fmt == CHECKPOINT and not (spec.architecture or "hf:").startswith("hf:"):
         config = None  # another architecture named: config.json is not read (as the engine does)
     if fmt == CHECKPOINT and (spec.architecture or "hf:").startswith("hf:") and config is not None:
@@ -215,12 +219,12 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
              {"path": "channels", "message": "dim 'in' entries need a graph output"}],
         )
     inputs = form.files.get("inputs")
-    if inputs is not None and not is_safetensors(inputs.path):
+    if inputs is not None and not _is_safetensors(objects, inputs.key):
         raise ApiError(422, "invalid_inputs_file", "the 'inputs' file is not a safetensors file",
                        [{"path": "inputs", "message": "expected safetensors"}])
     calibration = form.files.get("calibration")
     if calibration is not None:
-        _check_calibration(calibration.path)
+        _check_calibration(objects, calibration.key)
     elif spec.needs_data:
         raise ApiError(422, "invalid_calibration",
                        f"calibration: {', '.join(spec.needs_data)} need calibration data; upload a safetensors "
@@ -231,34 +235,40 @@ def _validate_submission(form: ReceivedForm, max_spec_bytes: int) -> tuple[Spec,
     return spec, fmt, container
 
 
-def _checkpoint_config(path, container: str) -> dict | None:
-    """A checkpoint archive's ``config.json`` (zip: read from its directory and that one member;
-    a tar is read by the job only), or a 422 naming what is wrong with the archive."""
+def _checkpoint_config(objects: ObjectStore, key: str, container: str) -> dict | None:
+    """A checkpoint archive's ``config.json`` (zip: read from its directory and that one member,
+    with ranged reads from the store; a tar is read by the job only), or a 422 naming what is
+    wrong with the archive."""
     from prunekit.errors import LimitExceeded, UnsafeModelFile
     from prunekit.io.checkpoint import peek_config
     from prunekit.limits import current
 
     try:
-        return peek_config(path, container, current())
+        with objects.open_read(key) as f:
+            return peek_config(f, container, current())
     except (InvalidModelFile, UnsafeModelFile, LimitExceeded) as exc:
         raise ApiError(422, exc.code, str(exc), [{"path": "model", "message": str(exc)}]) from None
 
 
-def _check_calibration(path) -> None:
+def _is_safetensors(objects: ObjectStore, key: str) -> bool:
+    with objects.open_read(key) as f:
+        return is_safetensors(f)
+
+
+def _check_calibration(objects: ObjectStore, key: str) -> None:
     """The calibration file is readable safetensors with inputs; whether it fits the model is
     the worker's to find (it fails the job naming the field)."""
-    from safetensors import safe_open
-
     from prunekit.data.calibration import split_inputs
+    from prunekit.io.formats import safetensors_header
 
     bad = ApiError(422, "invalid_calibration", "calibration: the file is not a safetensors file",
                    [{"path": "calibration", "message": "expected safetensors"}])
-    if not is_safetensors(path):
-        raise bad
     try:  # the header only: the request never loads the tensors (the worker does)
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-    except Exception:
+        with objects.open_read(key) as f:
+            if not is_safetensors(f):
+                raise bad
+            keys = [k for k in safetensors_header(f) if k != "__metadata__"]
+    except (InvalidModelFile, ValueError, UnicodeDecodeError):
         raise bad from None
     try:
         split_inputs(dict.fromkeys(keys), None)
@@ -299,7 +309,7 @@ def _require_example_inputs(spec: Spec, fmt: str) -> None:
     response_model=schemas.Job,
     summary="Submit a pruning job",
     description="Upload a model (multipart field `model`), a spec (`spec`, JSON text) and optionally "
-    "example inputs (`inputs`, safetensors) and calibration data (`calibration`, safetensors). The upload is streamed to disk and checked (size, "
+    "example inputs (`inputs`, safetensors) and calibration data (`calibration`, safetensors). The upload is streamed to the artifact store and checked (size, "
     "format, spec, architecture) before the job is queued. Answers 202 with the job and a "
     "`Location` header; poll it until `status` is succeeded, failed or cancelled.",
     responses={
@@ -307,53 +317,53 @@ def _require_example_inputs(spec: Spec, fmt: str) -> None:
         413: {"model": schemas.ErrorResponse, "description": "Upload larger than PRUNEKIT_MAX_UPLOAD_BYTES."},
         415: {"model": schemas.ErrorResponse, "description": "Not multipart/form-data."},
         422: {"model": schemas.ErrorResponse, "description": "Bad model file, spec, architecture, inputs or calibration file."},
-        503: {"model": schemas.ErrorResponse, "description": "The job queue is unreachable."},
+        503: {"model": schemas.ErrorResponse, "description": "The job queue (`queue_unavailable`) or the "
+              "artifact store (`storage_unavailable`) is unreachable."},
     },
     openapi_extra=_SUBMIT_BODY,
 )
 async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
     settings = request.app.state.settings
-    layout = _layout(request)
+    objects = _objects(request)
     metrics = request.app.state.metrics
-    form = await receive_multipart(
-        request,
-        layout.incoming,
-        file_fields={"model", "inputs", "calibration"},
-        text_fields={"spec"},
-        max_file_bytes=settings.max_upload_bytes,
-        max_text_bytes=settings.max_spec_bytes,
-        chunk_bytes=settings.upload_chunk_bytes,
-    )
-    job_id = uuid.uuid4().hex
+    job_id = uuid.uuid4().hex  # known before the upload: the files stream to their final keys
+
+    def open_sink(field: str):  # type: ignore[no-untyped-def]
+        key = upload_key(job_id, field)
+        return key, objects.begin_upload(key)
+
     try:
+        form = await receive_multipart(
+            request,
+            open_sink,
+            file_fields={"model", "inputs", "calibration"},
+            text_fields={"spec"},
+            max_file_bytes=settings.max_upload_bytes,
+            max_text_bytes=settings.max_spec_bytes,
+            chunk_bytes=settings.upload_chunk_bytes,
+        )
         try:
-            spec, fmt, container = await anyio.to_thread.run_sync(
-                _validate_submission, form, settings.max_spec_bytes
-            )
+            spec, fmt, container = await anyio.to_thread.run_sync(_validate_submission, form, objects)
         except ApiError as exc:
             metrics.rejected.labels(exc.code).inc()
             raise
         model = form.files["model"]
         model_name = stored_model_name(fmt, container)
-        place_upload(layout, job_id, model, model_name)
+        # "path": the file name a worker gives its local copy; "key": where it is in the store.
         record: dict[str, Any] = {
             "format": fmt,
             "filename": model.filename,
             "size": model.size,
             "sha256": model.sha256,
             "path": model_name,
+            "key": model.key,
             "inputs": None,
         }
-        if "inputs" in form.files:
-            inp = form.files["inputs"]
-            place_upload(layout, job_id, inp, "inputs.safetensors")
-            record["inputs"] = {"filename": inp.filename, "size": inp.size, "sha256": inp.sha256,
-                                "path": "inputs.safetensors"}
-        if "calibration" in form.files:
-            cal = form.files["calibration"]
-            place_upload(layout, job_id, cal, "calibration.safetensors")
-            record["calibration"] = {"filename": cal.filename, "size": cal.size, "sha256": cal.sha256,
-                                     "path": "calibration.safetensors"}
+        for field, name in (("inputs", "inputs.safetensors"), ("calibration", "calibration.safetensors")):
+            if field in form.files:
+                f = form.files[field]
+                record[field] = {"filename": f.filename, "size": f.size, "sha256": f.sha256, "path": name,
+                                 "key": f.key}
         store = _store(request)
         job = await anyio.to_thread.run_sync(
             lambda: store.create(job_id=job_id, tenant=tenant, input=record, spec=spec.model_dump(mode="json"))
@@ -363,13 +373,11 @@ async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
         except Exception as exc:
             log.error("could not queue job %s: %s", job_id, exc)
             store.delete_any(job_id)
-            layout.remove_job_files(job_id)
             raise ApiError(503, "queue_unavailable", "the job queue is unreachable; try again later") from None
     except BaseException:
-        layout.remove_job_files(job_id)
+        with anyio.CancelScope(shield=True):  # also when the client went away mid-request
+            await anyio.to_thread.run_sync(lambda: discard_job_files(objects, None, job_id, artifacts=True))
         raise
-    finally:
-        form.cleanup()
     metrics.submitted.inc()
     metrics.upload_bytes.inc(model.size)
     log.info("job %s queued for tenant %s (%s, %d bytes)", job_id, tenant, fmt, model.size)
@@ -418,7 +426,7 @@ def _artifacts_of(request: Request, job: Job) -> list[schemas.Artifact]:
     for a in job.artifacts or []:
         url = str(request.url_for("download_artifact", job_id=job.id, name=a["name"]))
         out.append(schemas.Artifact(
-            name=a["name"], filename=download_filename(job.input.get("filename"), a["name"]),
+            name=a["name"], filename=download_name(job.input.get("filename"), a["name"]),
             size=a["size"], sha256=a["sha256"], url=url,
         ))
     return out
@@ -440,39 +448,60 @@ def list_artifacts(request: Request, job_id: str, tenant: Tenant) -> schemas.Art
     name="download_artifact",
     summary="Download an artifact",
     description="Streams the file. `X-Content-SHA256` (hex) and `Repr-Digest` (RFC 9530) carry its "
-    "SHA-256; `Content-Disposition` names it after the upload, e.g. `resnet-pruned.pt`.",
+    "SHA-256; `Content-Disposition` names it after the upload, e.g. `resnet-pruned.pt`. With an S3 "
+    "artifact store and `PRUNEKIT_S3_PRESIGN=true` the answer is instead a 307 redirect to a "
+    "presigned URL of the object, valid for `PRUNEKIT_S3_PRESIGN_EXPIRY` seconds, with the same "
+    "digest headers (verify the bytes against them).",
     response_class=FileResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The artifact."},
         **_ERRORS,
+        307: {"description": "Presigned download URL in `Location` (S3 store with presigning on)."},
         409: {"model": schemas.ErrorResponse, "description": "The job has not succeeded."},
+        410: {"model": schemas.ErrorResponse, "description": "The artifact is no longer stored."},
+        503: {"model": schemas.ErrorResponse, "description": "The artifact store is unreachable."},
     },
 )
-def download_artifact(request: Request, job_id: str, name: str, tenant: Tenant) -> FileResponse:
-    job = _get_job(request, job_id, tenant)
+def download_artifact(request: Request, job_id: str, name: str, tenant: Tenant) -> Response:
+    job = _get_job(request, job_id, tenant)  # tenancy first: nothing is looked up for another tenant
     if job.status != SUCCEEDED:
         raise ApiError(409, "no_artifacts", f"the job is {job.status}: artifacts exist only for succeeded jobs")
     meta = next((a for a in job.artifacts or [] if a["name"] == name), None)
     if meta is None:  # only names the worker recorded: no path ever comes from the client
         names = ", ".join(a["name"] for a in job.artifacts or [])
         raise ApiError(404, "not_found", f"job {job_id} has no artifact {name!r} (it has: {names})")
-    path = _layout(request).artifact_dir(job.id) / meta["name"]
-    if not path.is_file():
-        raise ApiError(410, "gone", f"artifact {name!r} is no longer on disk")
+    objects = _objects(request)
+    key = meta.get("key") or legacy_artifact_key(job.id, meta["name"])
     digest = base64.b64encode(bytes.fromhex(meta["sha256"])).decode()
     media = "application/json" if name.endswith(".json") else "application/octet-stream"
-    return FileResponse(
-        path,
-        media_type=media,
-        headers={
-            "Content-Disposition": content_disposition(download_filename(job.input.get("filename"), name)),
-            "X-Content-SHA256": meta["sha256"],
-            "Repr-Digest": f"sha-256=:{digest}:",
-            "Digest": f"sha-256={digest}",
-            "ETag": f'"{meta["sha256"]}"',
-            "Cache-Control": "private, max-age=31536000, immutable",
-        },
-    )
+    disposition = content_disposition(download_name(job.input.get("filename"), name))
+    headers = {
+        "Content-Disposition": disposition,
+        "X-Content-SHA256": meta["sha256"],
+        "Repr-Digest": f"sha-256=:{digest}:",
+        "Digest": f"sha-256={digest}",
+        "ETag": f'"{meta["sha256"]}"',
+        "Cache-Control": "private, max-age=31536000, immutable",
+    }
+    gone = ApiError(410, "gone", f"artifact {name!r} is no longer in the artifact store")
+    path = objects.local_path(key)
+    if path is not None:
+        return FileResponse(path, media_type=media, headers=headers)
+    url = objects.presigned_get(key, expires=request.app.state.settings.s3_presign_expiry,
+                                disposition=disposition, content_type=media)
+    if url is not None:  # the store serves the bytes; the digest headers still come from us
+        headers["Cache-Control"] = "private, no-store"
+        headers.pop("ETag")
+        return RedirectResponse(url, status_code=307, headers=headers)
+    size = objects.size(key)
+    if size is None:
+        raise gone
+    try:
+        chunks = objects.stream(key)
+    except ObjectMissing:
+        raise gone from None
+    headers["Content-Length"] = str(size)
+    return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
 @router.delete(
@@ -485,11 +514,12 @@ def download_artifact(request: Request, job_id: str, name: str, tenant: Tenant) 
         202: {"model": schemas.Job, "description": "The job was cancelled."},
         204: {"description": "The finished job and its files were deleted."},
         **_ERRORS,
+        503: {"model": schemas.ErrorResponse, "description": "The artifact store is unreachable: nothing was deleted."},
     },
 )
 async def delete_job(request: Request, job_id: str, tenant: Tenant) -> Response:
     job = await anyio.to_thread.run_sync(_get_job, request, job_id, tenant)
-    store, layout = _store(request), _layout(request)
+    store, objects = _store(request), _objects(request)
     if job.status in ACTIVE:
         cancelled = await anyio.to_thread.run_sync(store.cancel, job.id)
         if cancelled:
@@ -498,14 +528,15 @@ async def delete_job(request: Request, job_id: str, tenant: Tenant) -> Response:
             except Exception as exc:  # the runner also stops at its next progress call
                 log.warning("could not signal the cancellation of job %s to the workers: %s", job.id, exc)
             # The upload is no longer needed (artifacts never appear for a cancelled job).
-            await anyio.to_thread.run_sync(lambda: layout.remove_job_files(job.id, artifacts=False))
+            await anyio.to_thread.run_sync(lambda: discard_job_files(objects, None, job.id))
             log.info("job %s cancelled by tenant %s", job.id, tenant)
         if not cancelled:  # it finished in the meantime: do not delete what the caller never saw
             raise ApiError(409, "conflict", "the job finished before it could be cancelled; "
                            "DELETE it again to remove it")
         job = await anyio.to_thread.run_sync(_get_job, request, job_id, tenant)
         return JSONResponse(job_view(request, job).model_dump(mode="json"), status_code=202)
+    # Files first: with the store down this answers 503 and changes nothing (no orphaned objects).
+    await anyio.to_thread.run_sync(objects.remove_job, job.id)
     if await anyio.to_thread.run_sync(store.delete, job.id):
-        await anyio.to_thread.run_sync(layout.remove_job_files, job.id)
         log.info("job %s deleted by tenant %s", job.id, tenant)
     return Response(status_code=204)

@@ -46,7 +46,7 @@ def test_readyz_shows_paths_only_to_key_holders(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             assert data not in r.text and str(tmp_path) not in r.text, (headers, r.text)
             checks = r.json()["checks"]
-            assert checks["artifacts"] == {"ok": True, "detail": "artifact folder: ok"}
+            assert checks["artifacts"] == {"ok": True, "detail": "artifact store: ok"}
             assert checks["job_store"] == {"ok": True, "detail": "job store: ok"}
             assert checks["worker"] == {"ok": True, "detail": "job supervisor: ok"}
         r = c.get("/readyz", headers={"Authorization": f"Bearer {KEY}"})
@@ -152,3 +152,41 @@ def test_bad_setting_stops_serve_and_worker_with_one_line(tmp_path: Path) -> Non
     line = _one_line(_prunekit("worker", PRUNEKIT_BROKER_URL="redis://127.0.0.1:1/0",
                                PRUNEKIT_HEARTBEAT_INTERVAL="-1", PRUNEKIT_DATA_DIR=str(tmp_path / "data")))
     assert "PRUNEKIT_HEARTBEAT_INTERVAL" in line and "greater than 0" in line, line
+
+
+def test_bad_storage_settings_are_named_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+    from worker.cli import settings_problem
+
+    cases = [
+        ({"PRUNEKIT_STORAGE_URL": "gs://bucket/x"}, "PRUNEKIT_STORAGE_URL", "s3://bucket"),
+        ({"PRUNEKIT_STORAGE_URL": "s3://B_a_d/x"}, "PRUNEKIT_STORAGE_URL", "bucket name"),
+        ({"PRUNEKIT_STORAGE_URL": "s3://bucket/../x"}, "PRUNEKIT_STORAGE_URL", "prefix"),
+        ({"PRUNEKIT_STORAGE_URL": "s3://bucket", "PRUNEKIT_S3_ENDPOINT_URL": "seaweedfs:8333"},
+         "PRUNEKIT_S3_ENDPOINT_URL", "http://"),
+        ({"PRUNEKIT_STORAGE_URL": "s3://bucket", "PRUNEKIT_S3_PART_SIZE": "1000"}, "PRUNEKIT_S3_PART_SIZE", "greater"),
+        ({"PRUNEKIT_STORAGE_URL": "s3://bucket", "PRUNEKIT_S3_ACCESS_KEY_ID": "only-the-id"},
+         "PRUNEKIT_S3_SECRET_ACCESS_KEY", "both"),
+    ]
+    for env, variable, words in cases:
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            with pytest.raises(ValidationError) as err:
+                Settings(data_dir=tmp_path)  # type: ignore[call-arg]
+            line = settings_problem(err.value)
+            assert line.startswith(f"{variable}:") and words in line and "\n" not in line, (env, line)
+    with monkeypatch.context() as m:
+        m.setenv("PRUNEKIT_STORAGE_URL", "s3://my-bucket/some/prefix/")
+        assert Settings(data_dir=tmp_path).storage == ("my-bucket", "some/prefix/")  # type: ignore[call-arg]
+
+
+def test_bad_storage_url_stops_worker_with_one_line(tmp_path: Path) -> None:
+    secret = "very-secret-value-123"
+    line = _one_line(_prunekit("worker", PRUNEKIT_BROKER_URL="redis://127.0.0.1:1/0",
+                               PRUNEKIT_DATA_DIR=str(tmp_path / "data"), PRUNEKIT_STORAGE_URL="ftp://x",
+                               PRUNEKIT_S3_SECRET_ACCESS_KEY=secret, PRUNEKIT_S3_ACCESS_KEY_ID="key-id"))
+    assert "PRUNEKIT_STORAGE_URL:" in line and secret not in line, line
+    assert not (tmp_path / "data").exists()

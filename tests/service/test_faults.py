@@ -115,6 +115,10 @@ def test_duplicate_deliveries_run_the_job_once(fs: FaultStack, models: Models) -
         done, _ = wait_job(c, job_id, 120)
         publish(job_id)  # and once more after it finished
         wait_for(lambda: _logs(fs).count(f"job {job_id} not run: done") >= 1, 30, "the late duplicate to be seen")
+        # Stop the second worker only once every delivery has returned (and been acknowledged): a
+        # task still cleaning up when its worker is stopped is redelivered, which is not a duplicate.
+        wait_for(lambda: _logs(fs).count(f"Task prunekit.run_job[{job_id}] succeeded in") >= 4, 30,
+                 "every delivery to return")
     finally:
         second.stop()
     assert done["status"] == "succeeded", done

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 import time
 from pathlib import Path
 
 import pytest
 
+from prunekit.artifacts import download_name
 from prunekit.errors import InvalidModelFile
 from service.formats import detect, detect_format, is_safetensors
 from service.settings import Settings
-from service.storage import content_disposition, download_filename
+from service.storage import content_disposition
 from worker.runner import summarize_report
 from worker.store import JobStore
 from svc_helpers import Models
@@ -55,12 +57,14 @@ def test_api_keys_setting() -> None:
 
 
 def test_download_names() -> None:
-    assert download_filename("resnet50.pt", "model.pt") == "resnet50-pruned.pt"
-    assert download_filename("net.pt2", "model.pt2") == "net-pruned.pt2"
-    assert download_filename("w.safetensors", "state_dict.pt") == "w-pruned.pt"
-    assert download_filename("w.safetensors", "manifest.json") == "w-pruned-manifest.json"
-    assert download_filename(None, "model.pt") == "model-pruned.pt"
-    assert download_filename('evil"\r\nX: y.pt', "model.pt") == "evil___X: y-pruned.pt"
+    assert download_name("resnet50.pt", "model.pt") == "resnet50-pruned.pt"
+    assert download_name("net.pt2", "model.pt2") == "net-pruned.pt2"
+    assert download_name("w.safetensors", "state_dict.pt") == "w-pruned.pt"
+    assert download_name("w.safetensors", "manifest.json") == "w-pruned.manifest.json"
+    assert download_name("net.pt2", "report.json") == "net-pruned.report.json"
+    assert download_name("dir\\sub\\w.pth", "sweep.png") == "w-pruned.sweep.png"
+    assert download_name(None, "model.pt") == "model-pruned.pt"
+    assert download_name('evil"\r\nX: y.pt', "model.pt") == "evil___X: y-pruned.pt"
     assert content_disposition("a.pt") == 'attachment; filename="a.pt"'
     cd = content_disposition("modèle-pruned.pt")
     assert cd.startswith('attachment; filename="mod_le-pruned.pt"') and "UTF-8''mod%C3%A8le-pruned.pt" in cd
@@ -305,10 +309,19 @@ def test_submit_inputs_rule_is_the_engines(tmp_path: Path, models: Models, pt2_a
     from service.routes.jobs import _validate_submission
     from service.uploads import ReceivedFile, ReceivedForm
 
+    from worker.layout import Layout
+    from worker.storage.local import LocalStore
+
     pt2, inputs = pt2_and_inputs
+    objects = LocalStore(Layout(tmp_path / "store"))
 
     def received(name: str, path: Path) -> ReceivedFile:
-        return ReceivedFile(name, path.name, None, path, path.stat().st_size, "0" * 64)
+        key = f"uploads/{'0' * 32}/{path.name}"
+        if objects.size(key) is None:  # the API reads uploads back from the artifact store
+            copy = tmp_path / f"copy-{path.name}"
+            shutil.copyfile(path, copy)
+            objects.put_file(key, copy)
+        return ReceivedFile(name, path.name, None, key, path.stat().st_size, "0" * 64)
 
     loaded: dict[tuple[Path, str | None], object] = {}
     checked = 0
@@ -323,7 +336,7 @@ def test_submit_inputs_rule_is_the_engines(tmp_path: Path, models: Models, pt2_a
                     if inputs_file:
                         form.files["inputs"] = received("inputs", inputs)
                     try:
-                        _validate_submission(form, 1 << 20)
+                        _validate_submission(form, objects)
                         api_refuses = False
                     except ApiError as exc:
                         if exc.code == "architecture_required":

@@ -28,7 +28,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator
+from typing import BinaryIO, IO, Iterator
 
 from ...errors import InvalidModelFile, LimitExceeded, UnsafeModelFile
 from ...limits import Limits
@@ -200,13 +200,14 @@ def unpack_checkpoint(path: "str | Path", dest: "str | Path", limits: Limits) ->
     return dest
 
 
-def zip_config(path: "str | Path", limits: Limits, limit: int) -> bytes:
+def zip_config(path: "str | Path | BinaryIO", limits: Limits, limit: int) -> bytes:
     """The checkpoint's ``config.json`` from a zip archive, without unpacking anything else: the
     directory is checked as :func:`unpack_checkpoint` checks it, then that one member is read
     (at most ``limit`` bytes).  For the service, which validates a configuration before it
-    queues a job."""
-    infos = check_zip(path, limits)
-    budget = _Budget(limits, Path(path).stat().st_size)
+    queues a job (``path`` may be a seekable binary file: an upload read from the object store)."""
+    infos = check_zip(path, limits)  # type: ignore[arg-type]
+    size = path.seek(0, 2) if hasattr(path, "seek") else Path(path).stat().st_size  # type: ignore[union-attr]
+    budget = _Budget(limits, size)
     with zipfile.ZipFile(path) as zf:
         members = list(_zip_members(zf, infos, budget))
         _unique(members)
