@@ -14,7 +14,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import httpx
 
@@ -211,6 +212,29 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop(5)
+
+
+@contextmanager
+def pg_schema(url: str, name: str = "prunekit_test") -> Iterator[str]:
+    """A PostgreSQL schema of its own at ``url`` (dropped afterwards); yields a URL that uses it."""
+    import uuid
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+
+    from worker.store import normalize_database_url
+
+    schema = f"{name}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(normalize_database_url(url))
+    with admin.begin() as conn:  # fails loudly if the server is not there
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
 
 
 S3_ACCESS_KEY, S3_SECRET_KEY = "prunekit-test-access", "prunekit-test-secret-0123456789"

@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -42,6 +41,7 @@ from svc_helpers import (
     SeaweedServer,
     WorkerPool,
     base_env,
+    pg_schema,
     start_api,
     submit,
     wait_for,
@@ -80,21 +80,8 @@ def job_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not PG_URL:
         yield f"sqlite:///{tmp_path_factory.mktemp('jobdb') / 'jobs.db'}"
         return
-    import sqlalchemy as sa
-
-    from worker.store import normalize_database_url
-
-    schema = f"prunekit_s3_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_database_url(PG_URL))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema(PG_URL, "prunekit_s3") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,15 @@ never a skip.  Each run works in a schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote
 
 import pytest
 
 from prunekit.client import Client
-from svc_helpers import TS_SPEC, Models, base_env, start_api
+from svc_helpers import TS_SPEC, Models, base_env, pg_schema, start_api
 from test_service_units import exercise_store, exercise_upgrade_and_recovery
-from worker.store import JobStore, normalize_database_url
+from worker.store import JobStore
 
 PG_URL = os.environ.get("PRUNEKIT_TEST_POSTGRES_URL")
 
@@ -30,20 +28,9 @@ pytestmark = [
 
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
-    import sqlalchemy as sa
-
     assert PG_URL
-    schema = f"prunekit_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_database_url(PG_URL))
-    with admin.begin() as conn:  # fails loudly if the server is not there
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema(PG_URL) as url:
+        yield url
 
 
 def test_store_state_machine_postgres(pg_schema_url: str) -> None:

@@ -347,6 +347,14 @@ class S3Store(ObjectStore):
         return removed
 
     def check(self) -> None:
+        """A real write, read and delete of a probe object: a store whose gateway answers while
+        its volumes are not back yet (or whose credentials may list but not write) is not ready."""
         self._ensure_bucket()
+        key = f"{self.cfg.prefix}_ready/{uuid.uuid4().hex}"
         with _errors(f"bucket {self.bucket}"):
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"ok")
+            try:
+                if self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read() != b"ok":
+                    raise StorageUnavailable(f"bucket {self.bucket}: a probe object read back wrong")
+            finally:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
