@@ -12,6 +12,7 @@ thread (tracemalloc does not see torch's allocator) and attributed to the stage 
 
     .venv/bin/python -m bench.engine                      # both models, TorchScript upload
     .venv/bin/python -m bench.engine --formats torchscript,state_dict --repeats 2
+    .venv/bin/python -m bench.engine --side-by-side       # next to Torch-Pruning, 10 models (side_by_side.py)
 
 Writes ``bench/results/engine.json`` and prints a table.
 """
@@ -319,6 +320,11 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    if "--side-by-side" in sys.argv[1:]:  # PruneKit and Torch-Pruning on the same 10 models (bench/side_by_side.py)
+        from bench.side_by_side import main as side_by_side
+
+        side_by_side([x for x in sys.argv[1:] if x != "--side-by-side"])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet50,vit_b_16")
     ap.add_argument("--formats", default="torchscript")
