@@ -17,68 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.fx as fx
-from torch.fx.interpreter import Interpreter
 
 from . import ruleset
 from .atoms import Atoms
 from .context import Barrier, Ctx, Labels, _flat_args
-
-
-class _ShapeRecorder(Interpreter):
-    """Run the graph on an example and remember every node's output shape(s)."""
-
-    def __init__(self, gm: fx.GraphModule) -> None:
-        super().__init__(gm)
-        self.shapes: dict[str, Any] = {}
-        self.dtypes: dict[str, Any] = {}
-
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        self.shapes[n.name] = _shape_tree(out)
-        self.dtypes[n.name] = _dtype_tree(out)
-        return out
-
-
-def _shape_tree(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return tuple(int(s) for s in v.shape)
-    if isinstance(v, (list, tuple)):
-        return [_shape_tree(x) for x in v]
-    return None
-
-
-def _dtype_tree(v: Any) -> Any:
-    if isinstance(v, torch.Tensor):
-        return v.dtype
-    if isinstance(v, (list, tuple)):
-        return [_dtype_tree(x) for x in v]
-    return None
-
-
-def record_shapes(gm: fx.GraphModule, example: tuple, example2: tuple | None) -> tuple[dict, dict, dict]:
-    """Shapes at the example batch, dtypes, and which dims change with the batch (symbolic)."""
-    rec = _ShapeRecorder(gm)
-    with torch.no_grad():
-        rec.run(*example)
-    symbolic: dict[str, Any] = {}
-    if example2 is not None:
-        rec2 = _ShapeRecorder(gm)
-        with torch.no_grad():
-            rec2.run(*example2)
-        for name, s1 in rec.shapes.items():
-            symbolic[name] = _diff_tree(s1, rec2.shapes.get(name))
-    return rec.shapes, rec.dtypes, symbolic
-
-
-def _diff_tree(a: Any, b: Any) -> Any:
-    if isinstance(a, tuple):
-        if not isinstance(b, tuple) or len(a) != len(b):
-            return tuple(True for _ in a)
-        return tuple(x != y for x, y in zip(a, b))
-    if isinstance(a, list):
-        b = b if isinstance(b, list) and len(b) == len(a) else [None] * len(a)
-        return [_diff_tree(x, y) for x, y in zip(a, b)]
-    return None
+from .shapes import record_shapes
 
 
 @dataclass
