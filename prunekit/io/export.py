@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from ..artifacts import ARTIFACT_NAMES, CONFIG_NAME, MANIFEST_NAME
 from ..errors import ExportFailed, first_line
+from ..graph_copy import shared_copy
 from .rebuild import MANIFEST_FORMAT, rebuild_from
 from ..capture.export_program import dynamic_shapes as _dynamic_shapes
 from ..capture.quiet import quiet as _quiet
@@ -75,9 +76,7 @@ def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
     ``x.size(d)`` and ops that take them are called through ``torch._C._VariableFunctions`` or as
     tensor methods.
     """
-    import copy
-
-    gm = copy.deepcopy(gm)
+    gm = shared_copy(gm)
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op != "call_function":

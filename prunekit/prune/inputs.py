@@ -16,7 +16,6 @@ proves the subselected graph equal to it before any output channel is cut.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ import torch.fx as fx
 
 from ..analysis.arguments import bound, set_argument
 from ..errors import InvalidSpec
+from ..graph_copy import shared_copy
 from ..spec import ChannelRemoval
 from .surgery import _get_tensor, _set_tensor
 
@@ -79,7 +79,7 @@ def subselect(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> Subselected:
     wanted: dict[str, set[int]] = {}
     for e in entries:
         wanted.setdefault(e.param, set()).update(e.channels)
-    sub = copy.deepcopy(gm)
+    sub = shared_copy(gm)
     out = Subselected(sub)
     for k, (param, drop) in enumerate(sorted(wanted.items())):
         consumer = _consumer(sub, param)
@@ -218,7 +218,7 @@ def zero_columns(gm: fx.GraphModule) -> list[ChannelRemoval]:
 
 def zeroed(gm: fx.GraphModule, entries: list[ChannelRemoval]) -> fx.GraphModule:
     """The masked original of this step: ``gm`` with those weight columns zeroed, nothing else."""
-    out = copy.deepcopy(gm)
+    out = shared_copy(gm)
     with torch.no_grad():
         for e in entries:
             w = _get_tensor(out, e.param)

@@ -18,7 +18,6 @@ the upload with those input channels zeroed; the API falls back to no reordering
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections import defaultdict
 
@@ -27,6 +26,7 @@ import torch
 import torch.fx as fx
 
 from ..analysis.walk import Analysis
+from ..graph_copy import shared_copy
 from ..spec import ChannelRemoval
 from .inputs import column_roots
 from .plan import find_groups
@@ -159,7 +159,7 @@ def reorder(gm: fx.GraphModule, a: Analysis, entries: list[ChannelRemoval], carr
         if score <= base:
             continue
         if out is gm:
-            out = copy.deepcopy(gm)
+            out = shared_copy(gm)
         rank = {r: i for i, r in enumerate(order)}
         for kind, name, d, arr in _labelled_dims(a):
             if kind != "attr":

@@ -10,7 +10,6 @@ needed.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn as nn
 from ..analysis.arguments import set_argument
 from ..analysis.walk import Analysis, find_rule
 from ..io.ties import alias_groups, retie
+from ..graph_copy import shared_copy
 from .removal import Removal
 
 
@@ -83,7 +83,7 @@ def _get_tensor(gm: nn.Module, fqn: str) -> torch.Tensor:
 def apply(gm: fx.GraphModule, analysis: Analysis, removal: Removal) -> fx.GraphModule:
     """Return a pruned copy of ``gm``."""
     rw = Rewriter(analysis, removal)
-    pruned = copy.deepcopy(gm)
+    pruned = shared_copy(gm)  # sliced tensors replace the shared ones; the rest stay shared
     tied = [names for names in alias_groups(pruned) if any(n in analysis.attr_labels for n in names)]
     for fqn, lab in analysis.attr_labels.items():
         if not any(d is not None for d in lab):
@@ -99,7 +99,7 @@ def apply(gm: fx.GraphModule, analysis: Analysis, removal: Removal) -> fx.GraphM
             if not keep.all():
                 new = new.index_select(dim, torch.from_numpy(np.nonzero(keep)[0]))
         if new.shape != t.shape:
-            _set_tensor(pruned, fqn, new.contiguous().clone())
+            _set_tensor(pruned, fqn, new.contiguous())  # index_select made it: nothing shared
     for names in tied:  # a tied tensor the graph reads under one name: its other names follow
         read = next(n for n in names if n in analysis.attr_labels)
         retie(pruned, [[read] + [n for n in names if n != read]])

@@ -18,15 +18,16 @@ independent ways of computing the same thing.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 import torch.fx as fx
 
+from ..graph_copy import shared_copy
 from ..spec import Spec
 from ..verify.masked import multiply_after
 from .importance import RankInputs, get_criterion
+from .surgery import _set_tensor
 
 
 
@@ -94,17 +95,17 @@ def choose(inp: RankInputs, names: list[str]) -> dict[str, torch.Tensor]:
 
 def zeroed(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> fx.GraphModule:
     """A copy of ``gm`` whose masked weights are exactly zero (dense shapes)."""
-    out = copy.deepcopy(gm)
+    out = shared_copy(gm)
     params = dict(out.named_parameters())
     with torch.no_grad():
-        for name, m in masks.items():
-            params[name].masked_fill_(m, 0.0)
+        for name, m in masks.items():  # written in place: a copy of this tensor alone
+            _set_tensor(out, name, params[name].detach().masked_fill(m, 0.0))
     return out
 
 
 def masked_in_graph(gm: fx.GraphModule, masks: dict[str, torch.Tensor]) -> fx.GraphModule:
     """The reference for the check: ``gm`` with ``weight * keep`` computed in the graph."""
-    m = copy.deepcopy(gm)
+    m = shared_copy(gm)
     params = dict(m.named_parameters())
     for i, node in enumerate([n for n in m.graph.nodes if n.op == "get_attr" and n.target in masks]):
         multiply_after(m, node, f"_prunekit_keep_{i}", (~masks[node.target]).to(params[node.target].dtype))

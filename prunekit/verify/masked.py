@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import copy
-
 import numpy as np
 import torch
 import torch.fx as fx
 
 from ..analysis.context import _flat_args
 from ..analysis.walk import Analysis, find_rule
+from ..graph_copy import shared_copy
 
 aten = torch.ops.aten
 
@@ -137,7 +136,7 @@ def _kept_statistics(m: fx.GraphModule, analysis: Analysis, removal: "Removal") 
 
 
 def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") -> fx.GraphModule:
-    m = copy.deepcopy(gm)
+    m = shared_copy(gm)  # the original's tensors, read only: masks and kept indices are new buffers
     skip = _kept_statistics(m, analysis, removal) if analysis.renormalised else set()
     count = 0
     for node in list(m.graph.nodes):
