@@ -92,3 +92,16 @@ def fill(module: nn.Module, state: "dict[str, torch.Tensor]", empty: bool) -> nn
         ready._metadata = meta  # type: ignore[attr-defined]
     module.load_state_dict(ready, strict=True, assign=True)
     return module
+
+
+def torch_load_mapped(path) -> object:
+    """``torch.load`` weights-only, memory-mapped where the file allows (the zip format): the
+    tensors are the file's pages, read as they are used, and with :func:`fill` they become the
+    module's parameters without ever being copied into the process's own memory.  A legacy
+    (non-zip) pickle cannot be mapped and is read whole."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+    return torch.load(str(path), map_location="cpu", weights_only=True)

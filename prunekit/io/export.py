@@ -30,6 +30,7 @@ import torch.nn as nn
 from ..artifacts import ARTIFACT_NAMES, CONFIG_NAME, MANIFEST_NAME
 from ..errors import ExportFailed, first_line
 from ..graph_copy import shared_copy
+from . import empty
 from .rebuild import MANIFEST_FORMAT, rebuild_from
 from ..capture.export_program import dynamic_shapes as _dynamic_shapes
 from ..capture.quiet import quiet as _quiet
@@ -192,7 +193,7 @@ def write(
 
             state = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = empty.torch_load_mapped(path)
         return rebuild_from(architecture, config, manifest["shapes"], state)
 
     return written, load

@@ -91,7 +91,7 @@ def read_state_dict(path: Path, container: str) -> dict[str, torch.Tensor]:
         except (SafetensorError, ValueError, OSError) as exc:
             raise InvalidModelFile(f"damaged safetensors file: {exc}") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = empty.torch_load_mapped(path)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:

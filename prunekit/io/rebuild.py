@@ -131,7 +131,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    return empty.torch_load_mapped(path)
 
 
 def load_pruned(
