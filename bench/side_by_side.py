@@ -161,10 +161,15 @@ def child_tp(name: str) -> dict:
                                       pruning_ratio=RATIO, ignored_layers=ignored)
         pruner.step()
         took = time.perf_counter() - t0
-    with torch.no_grad():
-        model(x)
+    runs_after = True
+    try:  # ViTs need the user to fix hidden_dim / num_heads after Torch-Pruning's step; its time still counts
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        runs_after = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     after = sum(p.numel() for p in model.parameters())
     return {"tp_s": round(took, 3), "build_s": round(built, 3), "params_before": params, "params_after": after,
+            "runs_after": runs_after,
             "rss_base_mb": round(mem.base / MB), "rss_peak_mb": round(mem.peak / MB),
             "rss_growth_mb": round((mem.peak - mem.base) / MB)}
 
