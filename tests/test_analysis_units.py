@@ -121,7 +121,7 @@ def _removable(module: nn.Module, shape: tuple[int, ...]) -> set[str]:
     cap = capture(LoadedModel("state_dict", 0, module=module, param_names={n for n, _ in module.named_parameters()}), sigs)
     analysis = analyse(cap.gm, cap.example, None)
     tensors = {**dict(cap.gm.named_parameters()), **dict(cap.gm.named_buffers())}
-    groups, _, _ = find_groups(analysis, tensors)
+    groups, _ = find_groups(analysis, tensors)
     return {n for g in groups for n, d in g.slots if d == 0}
 
 

@@ -31,7 +31,7 @@ def zero_channels(a: Analysis, tensors: dict[str, torch.Tensor], parameters: set
 
     Only ``parameters`` count as producing slices: BatchNorm's running statistics are buffers and
     do not matter once its scale and shift are zero (any buffer that does is caught by the proof)."""
-    groups, _, roots = find_groups(a, tensors)
+    groups, roots = find_groups(a, tensors)
     produced: dict[int, bool] = {}  # root -> every producing slice seen so far is zero
     zero_rows: set[int] = set()     # roots with an all-zero row in some weight matrix
     for _name, t, d, rs in a.output_slices({n: t for n, t in tensors.items() if n in parameters}, roots):

@@ -173,7 +173,7 @@ def unread(a: "Analysis", tensors: dict[str, torch.Tensor], entries: list[Channe
             if r not in a.atoms.hard and r not in a.atoms.output and all(r in dropping.get(n, ()) for n in names)}
     if not gone:
         return [], list(entries), set()
-    groups, _, _ = find_groups(a, tensors)
+    groups, _ = find_groups(a, tensors)
     outright: list[ChannelRemoval] = []
     assigned: set[int] = set()
     for g in groups:

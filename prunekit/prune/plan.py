@@ -56,11 +56,17 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
-def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Group], dict[int, list[Slot]], np.ndarray]:
-    """Return the prunable groups, every component's slots, and the root of every atom."""
+def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Group], np.ndarray]:
+    """Return the prunable groups and the root of every atom.
+
+    A component's *slots* are the tensor dimensions its atoms occupy; components with the same
+    slots form a group, ordered by where each first appears.  Done on arrays: a model has ~10^5
+    components.  Each component's slot set is identified by two 64-bit sums of random keys, one
+    per slot (a collision between two different sets has probability ~2^-128 per pair).
+    """
     roots = a.atoms.roots()
-    comp_slots: dict[int, list[Slot]] = {}
-    first_index: dict[int, int] = {}
+    slots: list[Slot] = []
+    r_parts, s_parts, i_parts = [], [], []
     for name, lab in a.attr_labels.items():
         if name not in tensors:
             continue
@@ -68,21 +74,42 @@ def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Gro
             if arr is None:
                 continue
             where = np.nonzero(arr >= 0)[0]
-            uniq, first = np.unique(roots[arr[where]], return_index=True)
-            for r, idx in zip(uniq.tolist(), where[first].tolist()):
-                comp_slots.setdefault(r, []).append((name, dim))
-                first_index.setdefault(r, idx)
-    by_sig: dict[tuple, list[int]] = {}
-    for r, slots in comp_slots.items():
-        if r in a.atoms.hard:
-            continue
-        by_sig.setdefault(tuple(sorted(set(slots))), []).append(r)
+            if where.size:
+                r_parts.append(roots[arr[where]])
+                s_parts.append(np.full(where.size, len(slots), dtype=np.int64))
+                i_parts.append(where)
+                slots.append((name, dim))
+    if not slots:
+        return [], roots
+    r, s, idx = np.concatenate(r_parts), np.concatenate(s_parts), np.concatenate(i_parts)
+    by_r = np.argsort(r, kind="stable")
+    new = np.ones(len(r), dtype=bool)
+    new[1:] = r[by_r][1:] != r[by_r][:-1]
+    comps, first = r[by_r][new], by_r[new]                # each component, and where it first appears
+    pair = np.sort(r * len(slots) + s)
+    pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]  # each (component, slot) once
+    pr, ps = pair // len(slots), pair % len(slots)
+    keys = np.random.default_rng(0).integers(0, 2**63, size=(2, len(slots)), dtype=np.int64).view(np.uint64)
+    starts = np.searchsorted(pr, comps)
+    h1 = np.add.reduceat(keys[0][ps], starts)             # wraps modulo 2^64, as intended
+    h2 = np.add.reduceat(keys[1][ps], starts)
+    keep = ~np.isin(comps, np.fromiter(a.atoms.hard, dtype=np.int64, count=len(a.atoms.hard)))
+    comps, first, h1, h2, starts = comps[keep], first[keep], h1[keep], h2[keep], starts[keep]
+    order = np.lexsort((first, idx[first]))               # by first index, then first appearance
+    comps, first, h1, h2, starts = comps[order], first[order], h1[order], h2[order], starts[order]
+    _, label = np.unique(np.stack([h1, h2], axis=1), axis=0, return_inverse=True)
+    label = label.reshape(-1)
+    outputs = np.fromiter(a.atoms.output, dtype=np.int64, count=len(a.atoms.output))
     groups = []
-    for sig, rs in by_sig.items():
-        rs.sort(key=lambda r: first_index.get(r, 0))
-        groups.append(Group(slots=sig, roots=np.array(rs, dtype=np.int64), output=any(r in a.atoms.output for r in rs)))
+    by_label = np.argsort(label, kind="stable")          # members keep their order within a group
+    for members in np.split(by_label, np.nonzero(np.diff(label[by_label]))[0] + 1):
+        st = starts[members[0]]
+        end = st + np.searchsorted(pr[st:], pr[st], side="right")
+        sig = tuple(sorted(slots[int(k)] for k in ps[st:end]))
+        rs = comps[members]
+        groups.append(Group(slots=sig, roots=rs.astype(np.int64), output=bool(np.isin(rs, outputs).any())))
     groups.sort(key=lambda g: (g.leader, g.slots))
-    return groups, comp_slots, roots
+    return groups, roots
 
 
 def known_names(tensors: dict[str, torch.Tensor], names: list[str], field_name: str) -> None:
@@ -113,7 +140,7 @@ def plan(a: Analysis, tensors: dict[str, torch.Tensor], spec: Spec, *, inp: Rank
     known_names(tensors, list(spec.layers), "layers")
     known_names(tensors, list(spec.ignore), "ignore")
     known_names(tensors, [c.param for c in spec.channels], "channels")  # both dims: names are names
-    groups, comp_slots, roots = find_groups(a, tensors)
+    groups, roots = find_groups(a, tensors)
     if inp is None:
         inp = RankInputs(analysis=a, tensors=tensors, spec=spec)
     inp.analysis, inp.tensors, inp.spec, inp.roots, inp.groups = a, tensors, spec, roots, groups

@@ -133,7 +133,7 @@ def reorder(gm: fx.GraphModule, a: Analysis, entries: list[ChannelRemoval], carr
     ``carried`` (other entries naming channels of the same tensors) translated too (``gm`` itself
     and the entries unchanged where nothing is gained)."""
     tensors = {n: t for n, t in list(gm.named_parameters()) + list(gm.named_buffers())}
-    groups, _, roots = find_groups(a, tensors)
+    groups, roots = find_groups(a, tensors)
     group_of = {int(r): gi for gi, g in enumerate(groups) for r in g.roots.tolist()}
     readers: dict[int, list[tuple[ChannelRemoval, np.ndarray]]] = defaultdict(list)
     for e in entries:
