@@ -3,9 +3,8 @@
 * shapes read from the capture's metadata equal the shapes of running the graph at both examples;
 * the masked original, the pruned model and the graph the writer scripts share the captured
   graph's tensors instead of copying them, and never write into them;
-* a state-dict upload is loaded without building random weights first (parameters on ``meta``,
-  the file's tensors taken as they are, memory-mapped), with ties, dtypes and computed buffers
-  kept as the copying load keeps them, and the copying load where that cannot be done;
+* a state-dict upload is memory-mapped and its tensors become the parameters of the empty build
+  (``io/empty.py``), with ties, dtypes and computed buffers kept as the copying load keeps them;
 * the artifact proof runs the written model on the check's own inputs and still fails a file that
   computes something else.
 """
@@ -140,7 +139,7 @@ class ReadsWeights(nn.Module):
 
 
 def test_state_dict_upload_takes_the_files_tensors_and_keeps_ties_dtypes_buffers(tmp_path):
-    from prunekit.io import materialize
+    from prunekit.io import empty
 
     register("test:tied_memory", example_inputs=[{"shape": [1, 5], "dtype": "int64", "low": 0, "high": 10}])(Tied)
     src = Tied().eval()
@@ -157,7 +156,7 @@ def test_state_dict_upload_takes_the_files_tensors_and_keeps_ties_dtypes_buffers
     with torch.no_grad():
         assert torch.allclose(m(ids), src(ids), atol=1e-6)
     # the same model built the copying way holds the same tensors
-    assert materialize.empty(ReadsWeights) is None
+    assert empty.build(ReadsWeights)[1] is False
     register("test:reads_weights", example_inputs=[{"shape": [1, 4]}])(ReadsWeights)
     r = ReadsWeights()
     torch.save(r.state_dict(), tmp_path / "r.pt")
