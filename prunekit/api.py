@@ -41,6 +41,7 @@ from .io import export as export_mod
 from .io.formats import EAGER_FORMATS
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .io.loading import LoadedModel, load_model
+from .memory import release_freed
 from .metrics import count_macs, count_parameters
 from .prune import from_zeros
 from .prune import inputs as inputs_mod
@@ -224,7 +225,7 @@ class _Removed:
     tensors: dict[str, torch.Tensor]   # the captured graph's, before
     removal: Removal | None            # None: unstructured (no channel leaves)
     pruned: fx.GraphModule
-    reference: fx.GraphModule          # what the check compares it with (the masked original)
+    reference: fx.GraphModule | None   # what the check compares it with (the masked original, built by the check)
 
 
 @dataclass
@@ -266,6 +267,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     load = _load_stage(model, spec, inputs, calibration)
     prog.start("capture", f"capturing the {load.loaded.format} model as a graph")
     cap = capture(load.loaded, load.sigs, seed=spec.seed)
+    release_freed()  # capture's scaffolding is gone: do not carry its peak into the later stages
     names = symbol_names(cap.gm)
     try:
         if load.cal is not None:
@@ -452,6 +454,7 @@ def _prune_setting(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog
     prog.start("remove", f"removing {len(plan.removed)} channels")
     removed = _remove_stage(source, analysis, removal)
     prog.start("check", "comparing with the masked original")
+    removed.reference = masked_original(source, analysis, removal)  # the check's reference: built for it
     checked = _check_stage(cap, analysis, removed, load.sigs, spec, prog)
     if "gradprobe" in inp.details:
         extra["importance"] = {"gradprobe": dict(inp.details["gradprobe"])}
@@ -594,7 +597,7 @@ def _sweep_stage(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog: 
 
 
 def _remove_stage(gm: fx.GraphModule, analysis, removal: Removal) -> _Removed:
-    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal), masked_original(gm, analysis, removal))
+    return _Removed(_tensors(gm), removal, apply(gm, analysis, removal), None)
 
 
 def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Progress") -> _Checked:

@@ -219,3 +219,14 @@ def test_artifact_proof_uses_the_checks_inputs_and_fails_a_different_file(tmp_pa
     else:
         raise AssertionError("a tampered artifact passed the proof")
     assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_torchscript_capture_shares_the_uploads_weights(tmp_path):
+    """TS2EP lifts parameters as buffers; turning them back into parameters does not copy them."""
+    path = save_model(Net(), "traced", INPUTS, tmp_path / "m.pt")
+    loaded = load_model(path)
+    ptrs = {p.data_ptr() for p in loaded.module.parameters()}
+    cap = capture(loaded, from_specs(INPUTS))
+    params = list(cap.gm.parameters())
+    assert params and all(p.data_ptr() in ptrs for p in params)
+    assert all(isinstance(p, nn.Parameter) for p in params)

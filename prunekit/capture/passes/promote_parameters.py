@@ -33,4 +33,4 @@ def promote_to_parameters(gm: fx.GraphModule, names: set[str]) -> None:
         t = owner._buffers.get(attr)
         if t is not None and t.is_floating_point():
             del owner._buffers[attr]
-            owner.register_parameter(attr, nn.Parameter(t.detach().clone(), requires_grad=False))
+            owner.register_parameter(attr, nn.Parameter(t.detach(), requires_grad=False))
