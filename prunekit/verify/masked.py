@@ -32,8 +32,11 @@ if TYPE_CHECKING:
     from ..prune.removal import Removal
 
 
-def _mask_for(shape: tuple[int, ...], lab: tuple, removal: "Removal") -> torch.Tensor | None:
-    mask = None
+def _masks_for(shape: tuple[int, ...], lab: tuple, removal: "Removal") -> list[torch.Tensor]:
+    """One 0/1 vector per dimension that loses channels, shaped to broadcast along it.  Kept
+    apart rather than multiplied out: a conv weight losing input and output channels would need a
+    mask of ``out x in`` entries (together about the size of the model's weights)."""
+    masks = []
     for dim, d in enumerate(lab):
         if d is None:
             continue
@@ -42,9 +45,8 @@ def _mask_for(shape: tuple[int, ...], lab: tuple, removal: "Removal") -> torch.T
             continue
         view = [1] * len(shape)
         view[dim] = shape[dim]
-        m = torch.from_numpy(keep.astype(np.float32)).reshape(view)
-        mask = m if mask is None else mask * m
-    return mask
+        masks.append(torch.from_numpy(keep.astype(np.float32)).reshape(view))
+    return masks
 
 
 def multiply_after(m: fx.GraphModule, node: fx.Node, name: str, factor: torch.Tensor) -> None:
@@ -147,10 +149,8 @@ def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") 
         if not isinstance(lab, tuple) or not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             continue
         shape = analysis.shapes[node.name]
-        mask = _mask_for(shape, lab, removal)
-        if mask is None:
-            continue
-        multiply_after(m, node, f"_prunekit_mask_{count}", mask.to(dtype))
-        count += 1
+        for mask in _masks_for(shape, lab, removal):
+            multiply_after(m, node, f"_prunekit_mask_{count}", mask.to(dtype))
+            count += 1
     m.recompile()
     return m
