@@ -1,29 +1,35 @@
 """Benchmark the HTTP service on loopback.
 
-Measures, against a real API process started here:
+Measures, against real API processes started here:
 
+* **the status path** with a real load generator (``wrk``, C, one thread; ``apt-get install wrk``):
+  ``GET /v1/jobs/{id}`` of a succeeded job carrying a real report summary (200, full body),
+  the same with ``If-None-Match`` (304 when nothing changed), and ``GET /healthz`` as the
+  floor of what the framework can serve, at 32 and 256 connections, in the same run.
+  ``--compare PATH`` runs every measurement against an API started from another checkout too
+  (e.g. a worktree of the commit before a change), interleaved with this one, so both see the
+  same load on a shared machine;
 * submit latency of a ~50 MB TorchScript model (upload streamed from disk, checked, queued);
-* GET /v1/jobs/{id} throughput and latency (p50/p99) with 32 concurrent clients;
 * the API process's peak RSS while a 1 GB upload streams in (generated on the fly, never held in
   memory on either side): it must stay flat, independent of the upload size.
 
-By default the API runs in Celery mode against ``--broker`` with *no worker*, so only the API's
-own work is measured (jobs stay queued and are deleted at the end).  ``--embedded`` measures the
-broker-less mode instead; there each submitted job is cancelled at once so pruning does not
-compete for the CPU.
+The APIs run in Celery mode against ``--broker`` with *no worker*, so only the API's own work is
+measured; the status job is made to look succeeded by writing its record through the job store.
 
-    python bench/service.py [--broker redis://127.0.0.1:6379/6 | --embedded] [--quick]
+    python bench/service.py [--broker redis://127.0.0.1:6379/6] [--api-workers 2]
+                            [--compare /tmp/base] [--status-only] [--repeat 3] [--quick]
 
-Writes ``bench/results/service.json`` and prints a table.
+Writes ``bench/results/service.json`` (``--out``) and prints tables.  On a shared machine the
+absolute figures move with the load; the ratios to ``/healthz`` in the same run move less.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -40,6 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "service.json"
 MiB = 1 << 20
+API_KEY, TENANT = "bench-key-0123456789", "bench"
 
 
 def _free_port() -> int:
@@ -48,14 +55,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def _start_api(repo: Path, env: dict[str, str], log: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = _free_port()
+    env = dict(env, PYTHONPATH=str(repo))
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                                 "--log-level", "warning"], cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                 "--log-level", "warning", "--workers", str(workers)],
+                                cwd=repo, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
@@ -68,6 +76,17 @@ def _start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("API did not start")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _make_model(path: Path, target_mb: int = 50) -> dict:
     """A TorchScript model of ~target_mb: one square Linear layer."""
     import torch
@@ -78,10 +97,139 @@ def _make_model(path: Path, target_mb: int = 50) -> dict:
     return {"spec": {"ratio": 0.5, "inputs": [{"shape": [1, n]}]}, "size": path.stat().st_size}
 
 
-def bench_submit(url: str, model: Path, spec: dict, runs: int, cancel: bool) -> dict:
+# -- the status path ---------------------------------------------------------------------------
+
+def _real_result(work: Path) -> tuple[Path, dict, list[dict]]:
+    """Prune the reference resnet_mini once: its upload, and the summary and artifact list a
+    worker would record (so the status body has the size and shape of a real one)."""
+    import torch
+
+    import prunekit
+    from prunekit.registry import build
+    from worker.runner import summarize_report
+
+    model = work / "resnet_mini.pt"
+    torch.jit.trace(build("zoo:resnet_mini"), torch.randn(1, 3, 32, 32)).save(str(model))
+    out = work / "pruned"
+    result = prunekit.prune_to_dir(model, {"ratio": 0.5, "inputs": [{"shape": [1, 3, 32, 32]}]}, out)
+    artifacts = [{"name": p.name, "size": p.stat().st_size, "sha256": "0" * 64} for p in sorted(out.iterdir())]
+    summary = summarize_report(result.report.to_dict(), artifacts)
+    summary["stages"] = list(result.report.timings)
+    summary["stage_seconds"] = dict(result.report.timings)
+    return model, summary, artifacts
+
+
+def _succeeded_job(url: str, db_url: str, model: Path, summary: dict, artifacts: list[dict]) -> str:
+    """Submit through the API (no worker runs it), then record it as succeeded in the store."""
+    from worker.store import JobStore
+
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as c:
+        with open(model, "rb") as f:
+            r = c.post("/v1/jobs", files={"model": (model.name, f)},
+                       data={"spec": json.dumps({"ratio": 0.5, "inputs": [{"shape": [1, 3, 32, 32]}]})})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+    store = JobStore(db_url)
+    try:
+        claim = store.claim(job_id, worker="bench", max_attempts=3, stale_after=60)
+        assert claim.outcome == "claimed", claim
+        assert store.succeed(job_id, claim.attempt, result=summary, artifacts=artifacts)
+    finally:
+        store.dispose()
+    return job_id
+
+
+_LUA = r"""
+wrk.method = "GET"
+%(headers)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\nWRKJSON {"requests": %%d, "duration_us": %%d, "bytes": %%d, ' ..
+    '"errors": {"connect": %%d, "read": %%d, "write": %%d, "status": %%d, "timeout": %%d}, ' ..
+    '"latency_us": {"p50": %%d, "p90": %%d, "p99": %%d, "max": %%d, "mean": %%.1f}}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def _wrk(url: str, headers: dict[str, str], connections: int, seconds: float, work: Path) -> dict:
+    script = work / f"wrk-{time.monotonic_ns()}.lua"
+    lines = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items())
+    script.write_text(_LUA % {"headers": lines})
+    load = os.getloadavg()[0]
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script), url]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    raw = json.loads(line[len("WRKJSON "):])
+    errors = sum(raw["errors"].values())
+    lat = {k: round(v / 1000.0, 2) for k, v in raw["latency_us"].items()}
+    return {"connections": connections, "seconds": raw["duration_us"] / 1e6, "requests": raw["requests"],
+            "requests_per_s": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+            "bytes_per_response": round(raw["bytes"] / max(1, raw["requests"])),
+            "errors": errors, "error_kinds": raw["errors"], "latency_ms": lat, "load_1m": round(load, 2)}
+
+
+def _status_targets(url: str, job_id: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """The three requests, with the ETag of the job as the server reports it (none: old server)."""
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    r = httpx.get(f"{url}/v1/jobs/{job_id}", headers=auth, timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    etag = r.headers.get("etag")
+    targets = {
+        "healthz": (f"{url}/healthz", {}),
+        "job": (f"{url}/v1/jobs/{job_id}", auth),
+    }
+    if etag:
+        again = httpx.get(f"{url}/v1/jobs/{job_id}", headers={**auth, "If-None-Match": etag}, timeout=10)
+        assert again.status_code == 304, (again.status_code, again.text)
+        targets["job_304"] = (f"{url}/v1/jobs/{job_id}", {**auth, "If-None-Match": etag})
+    return targets
+
+
+def bench_status(apis: dict[str, tuple[str, str]], connections: list[int], seconds: float, repeat: int,
+                 work: Path) -> dict:
+    """Every (API, request, connections) ``repeat`` times, interleaved; the median run of each."""
+    targets = {label: _status_targets(url, job_id) for label, (url, job_id) in apis.items()}
+    runs: dict[str, dict[str, dict[str, list[dict]]]] = {}
+    for label, named in targets.items():  # warm-up: first requests pay for imports and caches
+        for _, (u, h) in named.items():
+            _wrk(u, h, 32, 2, work)
+    for rep in range(repeat):
+        for conns in connections:
+            for label, named in targets.items():
+                for what, (u, h) in named.items():
+                    res = _wrk(u, h, conns, seconds, work)
+                    runs.setdefault(label, {}).setdefault(what, {}).setdefault(str(conns), []).append(res)
+                    print(f"  [{rep + 1}/{repeat}] {label:>7} {what:>8} c={conns:<4} "
+                          f"{res['requests_per_s']:8.0f} req/s  p50 {res['latency_ms']['p50']:6.2f} ms  "
+                          f"p99 {res['latency_ms']['p99']:7.2f} ms  errors {res['errors']}  load {res['load_1m']}",
+                          flush=True)
+    out: dict[str, Any] = {}
+    for label, whats in runs.items():
+        out[label] = {}
+        for what, by_conns in whats.items():
+            out[label][what] = {}
+            for conns, rs in by_conns.items():
+                med = sorted(rs, key=lambda r: r["requests_per_s"])[len(rs) // 2]
+                out[label][what][conns] = {"median_run": med, "runs": rs}
+        hz = out[label]["healthz"]
+        for what in out[label]:
+            for conns, entry in out[label][what].items():
+                entry["ratio_to_healthz"] = round(
+                    entry["median_run"]["requests_per_s"] / hz[conns]["median_run"]["requests_per_s"], 3)
+    return out
+
+
+# -- uploads -----------------------------------------------------------------------------------
+
+def bench_submit(url: str, model: Path, spec: dict, runs: int) -> dict:
     times = []
     ids = []
-    with httpx.Client(base_url=url, timeout=None) as c:
+    with httpx.Client(base_url=url, timeout=None, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
         for _ in range(runs):
             with open(model, "rb") as f:
                 t0 = time.perf_counter()
@@ -89,55 +237,16 @@ def bench_submit(url: str, model: Path, spec: dict, runs: int, cancel: bool) -> 
                 dt = time.perf_counter() - t0
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
-            if cancel:
-                c.delete(f"/v1/jobs/{ids[-1]}")
             times.append(dt)
+        for job_id in ids:  # cancel, then delete with the upload
+            c.delete(f"/v1/jobs/{job_id}")
+            c.delete(f"/v1/jobs/{job_id}")
     size = model.stat().st_size
     return {
         "file_bytes": size,
         "runs": runs,
         "latency_s": {"min": min(times), "median": statistics.median(times), "max": max(times)},
         "throughput_mib_s": size / MiB / statistics.median(times),
-        "job_ids": ids,
-    }
-
-
-async def _status_load(url: str, job_id: str, clients: int, max_requests: int, max_seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + max_seconds
-    counter = {"n": 0}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
-        async def one_client() -> None:
-            nonlocal errors
-            while counter["n"] < max_requests and time.perf_counter() < stop_at:
-                counter["n"] += 1
-                t0 = time.perf_counter()
-                r = await c.get(f"/v1/jobs/{job_id}")
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    errors += 1
-
-        # warm-up
-        for _ in range(20):
-            await c.get(f"/v1/jobs/{job_id}")
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        wall = time.perf_counter() - t0
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
-
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": errors,
-        "wall_s": wall,
-        "requests_per_s": len(latencies) / wall,
-        "latency_ms": {"p50": pct(50) * 1000, "p90": pct(90) * 1000, "p99": pct(99) * 1000,
-                       "max": latencies[-1] * 1000},
     }
 
 
@@ -178,7 +287,7 @@ def bench_big_upload(url: str, api_pid: int, total: int) -> dict:
     boundary = "prunekitbench"
     spec = {"architecture": "zoo:resnet_mini", "ratio": 0.5}
     t0 = time.perf_counter()
-    with httpx.Client(base_url=url, timeout=None) as c:
+    with httpx.Client(base_url=url, timeout=None, headers={"Authorization": f"Bearer {API_KEY}"}) as c:
         r = c.post("/v1/jobs", content=_multipart_stream(total, boundary, spec),
                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         wall = time.perf_counter() - t0
@@ -198,79 +307,119 @@ def bench_big_upload(url: str, api_pid: int, total: int) -> dict:
     }
 
 
+# -- main --------------------------------------------------------------------------------------
+
+def _env(work: Path, name: str, broker: str) -> tuple[dict[str, str], str]:
+    """Each API its own data folder and job store; the broker is shared (no worker reads it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEKIT_")}
+    (work / name).mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{work / name / 'jobs.db'}"
+    env.update(PRUNEKIT_DATA_DIR=str(work / name / "data"), PRUNEKIT_DATABASE_URL=db_url,
+               PRUNEKIT_MAX_UPLOAD_BYTES=str(2 << 30), PRUNEKIT_API_KEYS=f"{API_KEY}={TENANT}",
+               PRUNEKIT_BROKER_URL=broker, OMP_NUM_THREADS="1")
+    return env, db_url
+
+
+def _print_status(status: dict, labels: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Status path (wrk, 1 thread; median of the runs)")
+    for col in ("API", "request", "conns", "req/s", "p50 ms", "p99 ms", "÷ healthz", "errors"):
+        table.add_column(col, justify="right" if col not in ("API", "request") else "left")
+    for label in labels:
+        for what, by_conns in status[label].items():
+            for conns, entry in by_conns.items():
+                m = entry["median_run"]
+                table.add_row(label, what, conns, f"{m['requests_per_s']:.0f}", f"{m['latency_ms']['p50']:.2f}",
+                              f"{m['latency_ms']['p99']:.2f}", f"{entry['ratio_to_healthz']:.2f}", str(m["errors"]))
+    Console().print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--broker", default="redis://127.0.0.1:6379/6", help="Redis for the Celery-mode API")
-    mode.add_argument("--embedded", action="store_true", help="measure the broker-less mode")
-    ap.add_argument("--quick", action="store_true", help="smaller run (CI smoke): 3 submits, 2000 requests, 256 MB")
+    ap.add_argument("--broker", default="redis://127.0.0.1:6379/6",
+                    help="Redis for the Celery-mode APIs (flushed before and after)")
+    ap.add_argument("--api-workers", type=int, default=1, help="API processes (uvicorn --workers)")
+    ap.add_argument("--compare", type=Path, help="another checkout to measure side by side (its API runs "
+                    "from there with the same settings)")
+    ap.add_argument("--compare-label", default="before")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--connections", default="32,256")
+    ap.add_argument("--seconds", type=float, default=8.0, help="length of each wrk run")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is reported)")
+    ap.add_argument("--status-only", action="store_true", help="skip the upload measurements")
+    ap.add_argument("--quick", action="store_true", help="short runs (CI smoke): 3 s, 1 repeat, 256 MB upload")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    if args.quick:
+        args.seconds, args.repeat = 3.0, 1
+    connections = [int(c) for c in args.connections.split(",")]
 
-    runs = 3 if args.quick else 5
-    status_requests = 2000 if args.quick else 10000
-    big = (256 if args.quick else 1024) * MiB
+    import redis
 
     work = Path(tempfile.mkdtemp(prefix="prunekit-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRUNEKIT_")}
-    env.update(PYTHONPATH=str(REPO), PRUNEKIT_DATA_DIR=str(work / "data"), PRUNEKIT_MAX_UPLOAD_BYTES=str(2 << 30))
-    if not args.embedded:
-        import redis
-
-        redis.Redis.from_url(args.broker).flushdb()
-        env["PRUNEKIT_BROKER_URL"] = args.broker
+    trees = {args.label: REPO}
+    if args.compare:
+        trees[args.compare_label] = args.compare.resolve()
     load_before = os.getloadavg()
-    model = work / "linear50mb.pt"
-    info = _make_model(model)
-    api, url = _start_api(env, work / "api.log")
+    apis: dict[str, tuple[subprocess.Popen, str, str]] = {}
+    result: dict[str, Any] = {}
     try:
-        submit = bench_submit(url, model, info["spec"], runs, cancel=args.embedded)
-        status = asyncio.run(_status_load(url, submit["job_ids"][0], 32, status_requests, 20.0))
-        upload = bench_big_upload(url, api.pid, big)
+        print("pruning the reference model for a real status body ...", flush=True)
+        model, summary, artifacts = _real_result(work)
+        redis.Redis.from_url(args.broker).flushdb()
+        for label, tree in trees.items():
+            env, db_url = _env(work, label, args.broker)
+            proc, url = _start_api(tree, env, work / f"api-{label}.log", args.api_workers)
+            apis[label] = (proc, url, db_url)
+        jobs = {label: (url, _succeeded_job(url, db_url, model, summary, artifacts))
+                for label, (_, url, db_url) in apis.items()}
+        body = httpx.get(f"{jobs[args.label][0]}/v1/jobs/{jobs[args.label][1]}",
+                         headers={"Authorization": f"Bearer {API_KEY}"}).content
+        print(f"status body: {len(body)} bytes; measuring ...", flush=True)
+        result["status"] = bench_status(jobs, connections, args.seconds, args.repeat, work)
+        result["status_body_bytes"] = len(body)
+        if not args.status_only:
+            proc, url, _ = apis[args.label]
+            big_model = work / "linear50mb.pt"
+            info = _make_model(big_model)
+            result["submit_50mb"] = bench_submit(url, big_model, info["spec"], 3 if args.quick else 5)
+            big = (256 if args.quick else 1024) * MiB
+            key = "upload_1gb" if big >= 1 << 30 else "upload_big"
+            if args.api_workers == 1:  # the RSS of one process: meaningful with one
+                result[key] = bench_big_upload(url, proc.pid, big)
     finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        api.wait(20)
-        if not args.embedded:
-            import redis
-
-            redis.Redis.from_url(args.broker).flushdb()
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
-    submit.pop("job_ids")
-    result: dict[str, Any] = {
-        "mode": "embedded" if args.embedded else "celery (API only, no worker)",
+        for proc, _, _ in apis.values():
+            _stop(proc)
+        redis.Redis.from_url(args.broker).flushdb()
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "mode": "celery (API only, no worker)",
+        "api_workers": args.api_workers,
+        "trees": {label: str(tree) for label, tree in trees.items()},
+        "load_generator": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+        .strip() + ", 1 thread",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     # Other work on the machine skews every number: record how busy it was.
                     "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]}},
-        "submit_50mb": submit,
-        "status_get": status,
-        "upload_1gb" if big >= 1 << 30 else "upload_big": upload,
+        **result,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"PruneKit service on loopback ({result['mode']}, {os.cpu_count()} CPUs)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    lat = submit["latency_s"]
-    table.add_row(f"submit {submit['file_bytes'] / MiB:.0f} MiB model: median latency",
-                  f"{lat['median'] * 1000:.0f} ms")
-    table.add_row("  min / max", f"{lat['min'] * 1000:.0f} / {lat['max'] * 1000:.0f} ms")
-    table.add_row("  upload throughput", f"{submit['throughput_mib_s']:.0f} MiB/s")
-    table.add_row(f"GET job, {status['clients']} clients: requests/s", f"{status['requests_per_s']:.0f}")
-    table.add_row("  p50 / p99 latency",
-                  f"{status['latency_ms']['p50']:.1f} / {status['latency_ms']['p99']:.1f} ms")
-    table.add_row("  requests (errors)", f"{status['requests']} ({status['errors']})")
-    table.add_row(f"{upload['upload_bytes'] / MiB:.0f} MiB upload: API RSS baseline → peak",
-                  f"{upload['rss_mib']['baseline']:.0f} → {upload['rss_mib']['peak']:.0f} MiB")
-    table.add_row("  RSS growth", f"{upload['rss_mib']['growth']:.1f} MiB")
-    table.add_row("  upload throughput", f"{upload['throughput_mib_s']:.0f} MiB/s")
-    Console().print(table)
+    _print_status(result["status"], list(trees))
+    if "submit_50mb" in result:
+        s = result["submit_50mb"]
+        print(f"submit {s['file_bytes'] / MiB:.0f} MiB: median {s['latency_s']['median'] * 1000:.0f} ms "
+              f"({s['throughput_mib_s']:.0f} MiB/s)")
+    for key in ("upload_1gb", "upload_big"):
+        if key in result:
+            u = result[key]
+            print(f"{u['upload_bytes'] / MiB:.0f} MiB upload: API RSS {u['rss_mib']['baseline']:.0f} → "
+                  f"{u['rss_mib']['peak']:.0f} MiB ({u['throughput_mib_s']:.0f} MiB/s)")
     print(f"wrote {args.out}")
 
 

@@ -75,7 +75,7 @@ def _pack_checkpoint(folder: Path) -> Path:
 
 
 def _raise_for(resp: httpx.Response) -> None:
-    if resp.is_success:
+    if resp.is_success or resp.status_code == 304:  # 304: only ever asked for (If-None-Match)
         return
     try:
         resp.read()
@@ -84,6 +84,55 @@ def _raise_for(resp: httpx.Response) -> None:
     except (ValueError, AttributeError, httpx.HTTPError):
         code, message, details = "http_error", f"{resp.status_code} {resp.reason_phrase}", None
     raise ServiceError(resp.status_code, code, message, details)
+
+
+class _Changes:
+    """The latest job seen while waiting; calls ``on_progress`` when status or progress moved."""
+
+    def __init__(self, on_progress: Callable[[dict], None] | None) -> None:
+        self.on_progress, self.job, self._key = on_progress, None, None
+
+    def __call__(self, job: dict) -> None:
+        self.job = job
+        key = (job["status"], job["progress"].get("stage"), job["progress"].get("percent"))
+        if self.on_progress is not None and key != self._key:
+            self.on_progress(job)
+        self._key = key
+
+
+class _Deadline:
+    def __init__(self, job_id: str, timeout: float | None) -> None:
+        self.job_id, self.timeout = job_id, timeout
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def left(self, cap: float) -> float:
+        return cap if self.at is None else max(0.1, min(cap, self.at - time.monotonic()))
+
+    def check(self, seen: _Changes) -> None:
+        if self.at is not None and time.monotonic() > self.at:
+            status = seen.job["status"] if seen.job else "unknown"
+            raise TimeoutError(f"job {self.job_id} still {status} after {self.timeout}s")
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, str | None]]:
+    """(event, data, id) of each event of a text/event-stream; comments and retry are skipped."""
+    name, data, event_id = "message", [], None
+    for line in lines:
+        if not line:
+            if data:
+                yield name, "\n".join(data), event_id
+            name, data, event_id = "message", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
 
 
 class Client:
@@ -162,21 +211,75 @@ class Client:
                 return
 
     def wait(self, job_id: str, timeout: float | None = None,
-             on_progress: Callable[[dict], None] | None = None, poll_interval: float = 0.5) -> dict:
-        """Poll until the job is succeeded, failed or cancelled; return it (never raises for a
-        failed job: look at ``status`` and ``error``).  Raises TimeoutError after ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
+             on_progress: Callable[[dict], None] | None = None, poll_interval: float = 0.5,
+             events: bool = True) -> dict:
+        """Wait until the job is succeeded, failed or cancelled; return it (never raises for a
+        failed job: look at ``status`` and ``error``).  Raises TimeoutError after ``timeout``.
+
+        Follows the server's event stream (``GET /v1/jobs/{id}/events``), which pushes every
+        change of status and progress; where there is none (an older server, a proxy that cuts
+        streams, the server's stream limit) it polls every ``poll_interval`` seconds with the
+        job's ETag, which costs the server next to nothing while the job stands still.
+        """
+        deadline = _Deadline(job_id, timeout)
+        seen = _Changes(on_progress)
+        if events:
+            job = self._wait_events(job_id, deadline, seen)
+            if job is not None:
+                return job
+        return self._wait_polling(job_id, deadline, seen, poll_interval)
+
+    def _wait_events(self, job_id: str, deadline: _Deadline, seen: _Changes) -> dict | None:
+        """The finished job, or None when the server offers no usable stream (then poll)."""
+        last_id: str | None = None
+        failures = 0
         while True:
-            job = self.get(job_id)
-            key = (job["status"], job["progress"].get("stage"), job["progress"].get("percent"))
-            if on_progress is not None and key != last:
-                on_progress(job)
-            last = key
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            read = deadline.left(60.0)  # the server sends a keep-alive at least every 15 s
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                                       timeout=httpx.Timeout(read, connect=10.0)) as resp:
+                    if resp.status_code != 200 or not resp.headers.get("content-type", "").startswith(
+                            "text/event-stream"):
+                        return None  # polling answers (or raises) in its place
+                    failures = 0
+                    for name, data, event_id in _sse_events(resp.iter_lines()):
+                        if name == "job":
+                            job = json.loads(data)
+                            last_id = event_id or last_id
+                            seen(job)
+                            if job["status"] in TERMINAL:
+                                return job
+                        elif name == "end":
+                            return seen.job if seen.job and seen.job["status"] in TERMINAL else self.get(job_id)
+                        elif name == "gone":
+                            raise ServiceError(404, "not_found", f"job {job_id} was deleted")
+                        elif name == "timeout":
+                            break  # the stream's time is up: reconnect
+                        deadline.check(seen)
+            except httpx.ReadTimeout:
+                pass  # silent for longer than the heartbeats: the deadline decides below
+            except httpx.TransportError:
+                failures += 1
+                if failures >= 3:
+                    return None
+                time.sleep(min(2.0, 0.2 * 2 ** failures))
+            deadline.check(seen)
+
+    def _wait_polling(self, job_id: str, deadline: _Deadline, seen: _Changes, poll_interval: float) -> dict:
+        etag: str | None = None
+        while True:
+            resp = self._request("GET", f"/v1/jobs/{job_id}", headers={"If-None-Match": etag} if etag else {})
+            if resp.status_code != 304 or seen.job is None:
+                seen(resp.json())
+                etag = resp.headers.get("etag")
+            job = seen.job
+            assert job is not None
             if job["status"] in TERMINAL:
                 return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            deadline.check(seen)
             time.sleep(poll_interval)
 
     def artifacts(self, job_id: str) -> list[dict]:

@@ -23,10 +23,13 @@ from worker.storage import ObjectStore, StorageUnavailable, open_store
 from worker.storage.cleanup import discard_job_files, sweep_orphans
 from worker.store import JobStore
 
+from .bodies import BodyCache
 from .errors import install_error_handlers
+from .events import StreamSlots
+from .heads import HeadReader
 from .metrics import Metrics
 from .queue import JobQueue, make_queue
-from .routes import health, jobs
+from .routes import health, jobs, status
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,7 +143,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = queue
     app.state.reaper = reaper
     app.state.metrics = Metrics(store, queue)
+    app.state.heads = HeadReader(store)
+    app.state.bodies = BodyCache()
+    app.state.stream_slots = StreamSlots(settings.events_max_streams)
     install_error_handlers(app)
+    app.include_router(status.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
     return app

@@ -8,12 +8,12 @@ from loopback addresses are served as tenant ``local``, anything else gets 401.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 
 from fastapi import Request
 
 from .errors import ApiError
+from .settings import Settings, key_digest
 
 LOCAL_TENANT = "local"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="prunekit"'}
@@ -34,10 +34,10 @@ async def tenant_for(request: Request) -> str:
     ``async`` on purpose: it does no I/O, and a sync dependency would cost every request a hop
     through the thread pool.
     """
-    keys: dict[str, str] = request.app.state.settings.tenants_by_key
+    settings: Settings = request.app.state.settings
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if not keys:
+    if not settings.tenants_by_key:
         host = request.client.host if request.client else None
         if is_loopback(host):
             return LOCAL_TENANT
@@ -50,19 +50,14 @@ async def tenant_for(request: Request) -> str:
         )
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'", headers=_CHALLENGE)
-    tenant = _tenant_of(keys, token)
+    tenant = _tenant_of(settings, token)
     if tenant is None:
         raise ApiError(401, "unauthorized", "invalid API key", headers=_CHALLENGE)
     return tenant
 
 
-def _tenant_of(keys: dict[str, str], token: str) -> str | None:
-    token = token.strip()
-    tenant = None
-    for key, name in keys.items():  # compare against every key: timing says nothing about which
-        if hmac.compare_digest(key.encode(), token.encode()):
-            tenant = name
-    return tenant
+def _tenant_of(settings: Settings, token: str) -> str | None:
+    return settings.tenants_by_digest.get(key_digest(token))
 
 
 def has_valid_key(request: Request) -> bool:
@@ -72,6 +67,7 @@ def has_valid_key(request: Request) -> bool:
     key holders: with no keys configured nobody has proven anything, loopback or not (a reverse
     proxy on the same host makes every client look local).
     """
-    keys: dict[str, str] = request.app.state.settings.tenants_by_key
+    settings: Settings = request.app.state.settings
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return bool(keys) and scheme.lower() == "bearer" and bool(token.strip()) and _tenant_of(keys, token) is not None
+    return (bool(settings.tenants_by_key) and scheme.lower() == "bearer" and bool(token.strip())
+            and _tenant_of(settings, token) is not None)

@@ -5,6 +5,7 @@ Read from environment variables prefixed ``PRUNEKIT_`` (see docs/service.md for 
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 
 from pydantic import Field, field_validator
@@ -24,6 +25,13 @@ class Settings(WorkerSettings):
     max_spec_bytes: int = Field(1 << 20, ge=1, description="Largest accepted spec text.")
     reaper_interval: float = Field(15.0, gt=0, description="Seconds between sweeps for lost jobs.")
     upload_chunk_bytes: int = Field(1 << 20, ge=4096, description="Bytes buffered before each disk write.")
+    events_interval: float = Field(0.5, gt=0, le=60, description="Seconds between an event stream's looks "
+                                   "at its job (one batched store read per tick for all streams).")
+    events_heartbeat: float = Field(15.0, gt=0, description="Seconds of silence before an event stream "
+                                    "sends a keep-alive comment (proxies close idle connections).")
+    events_max_seconds: float = Field(600.0, gt=0, description="Longest life of one event stream; the client "
+                                      "reconnects with Last-Event-ID to go on.")
+    events_max_streams: int = Field(1000, ge=1, description="Event streams one API process serves at once.")
 
     @field_validator("api_keys")
     @classmethod
@@ -34,6 +42,16 @@ class Settings(WorkerSettings):
     @cached_property
     def tenants_by_key(self) -> dict[str, str]:
         return _parse_keys(self.api_keys)
+
+    @cached_property
+    def tenants_by_digest(self) -> dict[bytes, str]:
+        """SHA-256 of each key → tenant: a presented key is looked up by its digest, in constant
+        time whatever the number of keys, and nothing about a key leaks through the timing."""
+        return {key_digest(key): tenant for key, tenant in self.tenants_by_key.items()}
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.strip().encode()).digest()
 
 
 def _parse_keys(raw: str) -> dict[str, str]:

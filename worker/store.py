@@ -12,6 +12,11 @@ running job whose worker died, and ``published_at`` (when the job was last sent 
 lets sweepers in several processes agree, by one conditional ``UPDATE``, on which of them sends a
 lost job again, and keeps them from sending it more than once per interval.
 
+Every change a client could see bumps the row's ``version`` (a column ``onupdate``, so a new
+``UPDATE`` bumps it unless it says otherwise; heartbeats and broker stamps, which no client sees,
+keep it).  The API's status path reads only ``(tenant, version)`` per request (:meth:`JobStore.heads`)
+and serves its cached body or a 304 while the version stands still.
+
 SQLite (WAL mode, for the single-machine default) and PostgreSQL (by URL) are supported.  Columns
 added since a table was created are added to it at startup (``ALTER TABLE ... ADD COLUMN``).
 """
@@ -113,6 +118,9 @@ class JobRow(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     # When a sweeper last (re)sent the job to the broker; NULL: only the API's submission.
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped by every UPDATE that changes what a client sees (the ETag of GET /v1/jobs/{id}).
+    # Nullable only so that tables of older versions can gain it; NULL reads as 0.
+    version: Mapped[int | None] = mapped_column(Integer, default=1, onupdate=text("coalesce(version, 0) + 1"))
 
     __table_args__ = (
         Index("ix_prunekit_jobs_tenant_seq", "tenant", "seq"),
@@ -145,6 +153,7 @@ class Job:
     error_code: str | None
     error_message: str | None
     duration_s: float | None
+    version: int | None
 
     @property
     def finished(self) -> bool:
@@ -155,6 +164,19 @@ _JOB_FIELDS = [f for f in Job.__dataclass_fields__]
 _TABLE = JobRow.__table__
 _GET = select(_TABLE).where(_TABLE.c.id == bindparam("id"))
 _GET_FOR_TENANT = select(_TABLE).where(_TABLE.c.id == bindparam("id"), _TABLE.c.tenant == bindparam("tenant"))
+_HEADS = select(_TABLE.c.id, _TABLE.c.tenant, _TABLE.c.status, func.coalesce(_TABLE.c.version, 0)).where(
+    _TABLE.c.id.in_(bindparam("ids", expanding=True)))
+# For UPDATEs that change nothing a client sees (heartbeats, broker stamps): keep the version.
+_SAME_VERSION = {"version": JobRow.version}
+
+
+@dataclass(frozen=True)
+class Head:
+    """Who owns a job, its status, and how often it changed: all the status path reads per request."""
+
+    tenant: str
+    status: str
+    version: int
 
 
 @dataclass(frozen=True)
@@ -313,6 +335,14 @@ class JobStore:
             row = conn.execute(stmt, params).first()
         return None if row is None else _row_to_job(row)
 
+    def heads(self, job_ids: Sequence[str]) -> dict[str, Head]:
+        """Owner and version of each of ``job_ids`` that exists: one indexed query for many."""
+        if not job_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_HEADS, {"ids": list(job_ids)}).all()
+        return {job_id: Head(tenant, status, int(version)) for job_id, tenant, status, version in rows}
+
     def list(
         self, tenant: str, *, status: str | None = None, limit: int = 20, before_seq: int | None = None
     ) -> list[Job]:
@@ -424,7 +454,7 @@ class JobStore:
             return conn.execute(stmt).rowcount == 1
 
     def heartbeat(self, job_id: str, attempt: int) -> bool:
-        stmt = update(JobRow).where(self._mine(job_id, attempt)).values(heartbeat_at=utcnow())
+        stmt = update(JobRow).where(self._mine(job_id, attempt)).values(heartbeat_at=utcnow(), **_SAME_VERSION)
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
@@ -556,14 +586,15 @@ class JobStore:
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.status == QUEUED,
                    func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff)
-            .values(published_at=now)
+            .values(published_at=now, **_SAME_VERSION)
         )
         with self.engine.begin() as conn:
             return now if conn.execute(stmt).rowcount == 1 else None
 
     def unmark_published(self, job_id: str, stamp: datetime) -> None:
         """Sending failed: let the next sweep try again (unless someone has since)."""
-        stmt = update(JobRow).where(JobRow.id == job_id, JobRow.published_at == stamp).values(published_at=None)
+        stmt = update(JobRow).where(JobRow.id == job_id, JobRow.published_at == stamp).values(
+            published_at=None, **_SAME_VERSION)
         with self.engine.begin() as conn:
             conn.execute(stmt)
 

@@ -1,4 +1,7 @@
-"""``/v1/jobs``: submit, inspect, list, download from and cancel/delete pruning jobs."""
+"""``/v1/jobs``: submit, list, download from and cancel/delete pruning jobs.
+
+``GET /v1/jobs/{id}`` and its event stream, the paths pollers hit, are in :mod:`.status`.
+"""
 
 from __future__ import annotations
 
@@ -406,17 +409,6 @@ def list_jobs(
         jobs=[job_view(request, j) for j in page],
         next_cursor=_encode_cursor(page[-1].seq) if more and page else None,
     )
-
-
-@router.get(
-    "/{job_id}",
-    response_model=schemas.Job,
-    summary="Get a job",
-    description="Status, progress (stage, percent, message), timestamps, input, and the result or error.",
-    responses=_ERRORS,
-)
-def get_job(request: Request, job_id: str, tenant: Tenant) -> schemas.Job:
-    return job_view(request, _get_job(request, job_id, tenant))
 
 
 def _artifacts_of(request: Request, job: Job) -> list[schemas.Artifact]:

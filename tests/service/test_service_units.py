@@ -150,10 +150,12 @@ def exercise_upgrade_and_recovery(store: JobStore) -> None:
 
     with store.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE prunekit_jobs DROP COLUMN published_at")
+        conn.exec_driver_sql("ALTER TABLE prunekit_jobs DROP COLUMN version")
     store.dispose()
     upgraded = JobStore(store.url)
     try:
-        assert "published_at" in {c["name"] for c in sa.inspect(upgraded.engine).get_columns("prunekit_jobs")}
+        columns = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("prunekit_jobs")}
+        assert {"published_at", "version"} <= columns
         lost, silent = "f" * 32, "9" * 32
         _new(upgraded, lost)
         _new(upgraded, silent)
@@ -179,10 +181,43 @@ def exercise_upgrade_and_recovery(store: JobStore) -> None:
         upgraded.dispose()
 
 
+def exercise_versions(store: JobStore) -> None:
+    """Every change a client sees bumps the job's version; heartbeats and broker stamps do not;
+    a row from before the column reads as version 0 and counts on from there.  Shared with the
+    PostgreSQL test."""
+    a, b = "1" * 32, "2" * 32
+    _new(store, a)
+    _new(store, b, tenant="other")
+    heads = store.heads([a, b, "3" * 32])
+    assert set(heads) == {a, b}  # a missing job is simply absent
+    assert (heads[a].tenant, heads[a].status, heads[a].version) == ("t", "queued", 1)
+    assert heads[b].tenant == "other"
+
+    def version() -> int:
+        return store.heads([a])[a].version
+
+    claim = store.claim(a, worker="w", max_attempts=3, stale_after=60)
+    assert version() == 2 and store.get(a).version == 2
+    assert store.heartbeat(a, claim.attempt) and version() == 2  # invisible to clients
+    assert store.progress(a, claim.attempt, "check", 50.0, "checking") and version() == 3
+    assert not store.progress(a, claim.attempt + 1, "check", 60.0, "not mine") and version() == 3
+    assert store.succeed(a, claim.attempt, result={}, artifacts=[]) and version() == 4
+    assert store.mark_published(b, older_than=0) is not None and store.heads([b])[b].version == 1
+    assert store.cancel(b) and store.heads([b])[b].version == 2
+
+    with store.engine.begin() as conn:  # as an older version left it
+        conn.exec_driver_sql("UPDATE prunekit_jobs SET version = NULL")
+    assert version() == 0 and store.get(a).version is None
+    assert store.delete(a) and store.heads([a]) == {}
+    assert store.heads([b])[b].version == 0
+    store.delete(b)
+
+
 def test_store_state_machine_sqlite(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
         exercise_store(store)
+        exercise_versions(store)
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
