@@ -23,6 +23,7 @@ from worker.storage import ObjectStore, StorageUnavailable, open_store
 from worker.storage.cleanup import discard_job_files, sweep_orphans
 from worker.store import JobStore
 
+from . import docs
 from .bodies import BodyCache
 from .errors import install_error_handlers
 from .events import StreamSlots
@@ -31,6 +32,8 @@ from .metrics import Metrics
 from .queue import JobQueue, make_queue
 from .routes import health, jobs, status
 from .settings import Settings
+from .ui import pages as ui_pages
+from .ui.reports import Reports
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ model to download.
 
 Authenticate with `Authorization: Bearer <key>` (keys are configured with `PRUNEKIT_API_KEYS`).
 Errors always look like `{"error": {"code": ..., "message": ..., "details": [...]}}`.
+
+A dashboard of your jobs is at [/ui](/ui); this reference is also at [/redoc](/redoc).
 """
 
 
@@ -135,6 +140,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by .docs from local assets (FastAPI's own load them from a CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.layout = layout
@@ -146,8 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.heads = HeadReader(store)
     app.state.bodies = BodyCache()
     app.state.stream_slots = StreamSlots(settings.events_max_streams)
+    app.state.reports = Reports(layout)
     install_error_handlers(app)
     app.include_router(status.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
+    app.include_router(ui_pages.router)
+    docs.document_fixups(app)
     return app

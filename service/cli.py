@@ -17,7 +17,7 @@ from worker.cli import load_settings, missing_module
 SERVE_HELP = "run the HTTP API (embedded worker unless PRUNEKIT_BROKER_URL is set)"
 
 # Imported by `prunekit serve` before anything runs: all come with the service extra.
-SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart", "sqlalchemy", "prometheus_client")
+SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart", "sqlalchemy", "prometheus_client", "jinja2")
 
 
 def register(subparsers: Any) -> None:
