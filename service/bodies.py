@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -53,33 +54,36 @@ class Body:
 
 
 class BodyCache:
-    """The last rendered body of the most recently asked-for jobs (LRU, bounded in bytes)."""
+    """The last rendered body of the most recently asked-for jobs (LRU, bounded in bytes).
+
+    Filled from worker threads (rendering happens there) and read on the event loop: a lock."""
 
     def __init__(self, max_bytes: int = 32 << 20) -> None:
         self.max_bytes = max_bytes
         self._bodies: OrderedDict[str, Body] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def get(self, job_id: str, version: int) -> Body | None:
-        body = self._bodies.get(job_id)
-        if body is None or body.version != version:
-            return None
-        self._bodies.move_to_end(job_id)
-        return body
+        with self._lock:
+            body = self._bodies.get(job_id)
+            if body is None or body.version != version:
+                return None
+            self._bodies.move_to_end(job_id)
+            return body
 
     def put(self, job_id: str, body: Body) -> None:
-        old = self._bodies.pop(job_id, None)
-        if old is not None:
-            self._bytes -= len(old.json)
-        if len(body.json) > self.max_bytes:
-            return
-        self._bodies[job_id] = body
-        self._bytes += len(body.json)
-        while self._bytes > self.max_bytes:
-            _, dropped = self._bodies.popitem(last=False)
-            self._bytes -= len(dropped.json)
+        with self._lock:
+            self._drop(job_id)
+            if len(body.json) > self.max_bytes:
+                return
+            self._bodies[job_id] = body
+            self._bytes += len(body.json)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._bodies.popitem(last=False)
+                self._bytes -= len(dropped.json)
 
-    def forget(self, job_id: str) -> None:
+    def _drop(self, job_id: str) -> None:
         old = self._bodies.pop(job_id, None)
         if old is not None:
             self._bytes -= len(old.json)

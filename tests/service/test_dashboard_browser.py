@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from svc_helpers import KEY_A, KEY_B, TENANT_A, TS_SPEC, Models, Stack, submit, wait_job
+from svc_helpers import KEY_A, KEY_B, SLOW_SPEC, TENANT_A, TS_SPEC, Models, Stack, submit, wait_job
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -108,11 +108,17 @@ def test_dashboard_follows_a_job_and_downloads_its_model(browser: Any, stack: St
     assert browser.execute_script("return sessionStorage.getItem('prunekit.apiKey')") == KEY_A
     assert browser.get_cookies() == [] and KEY_A not in browser.current_url
 
-    job = submit(a, models.ts, TS_SPEC).json()  # through the API, while the list is open
-    row = f".job-row[data-job-id='{job['id']}']"
-    _wait(browser, lambda d: _css(d, row), 30, "the new job in the list (live refresh)")
-    _css(browser, f"{row} a.job-link")[0].click()
+    # A job submitted through the API while the list is open appears in it (cancelled after).
+    extra = submit(a, models.ts, SLOW_SPEC).json()
+    _wait(browser, lambda d: _css(d, f".job-row[data-job-id='{extra['id']}']"), 40,
+          "the new job in the list (live refresh)")
+    assert a.delete(f"/v1/jobs/{extra['id']}").status_code in (202, 204)
+
+    # A job followed live on its page, from queued or running to succeeded, without reloading.
+    job = submit(a, models.ts, SLOW_SPEC).json()
+    browser.get(f"{stack.url}/ui/jobs/{job['id']}")
     _wait(browser, lambda d: _css(d, f"article.job[data-job-id='{job['id']}']"), 30, "the job page")
+    browser.execute_script("window.__sameDocument = 1")
     statuses = set()
 
     def finished(d: Any) -> bool:
@@ -125,6 +131,7 @@ def test_dashboard_follows_a_job_and_downloads_its_model(browser: Any, stack: St
     assert art.get_attribute("data-status") == "succeeded", browser.page_source[:3000]
     assert statuses & {"queued", "running"}, statuses  # it was watched live, not only at the end
     assert _css(browser, "#job-status")[0].text == "succeeded"
+    assert browser.execute_script("return window.__sameDocument") == 1  # updated in place, never reloaded
 
     # The per-layer chart: one row per changed weight of the engine's report, with its widths.
     arts = {x["name"]: x for x in a.get(f"/v1/jobs/{job['id']}/artifacts").json()["artifacts"]}
@@ -161,6 +168,10 @@ def test_dashboard_follows_a_job_and_downloads_its_model(browser: Any, stack: St
         browser.set_window_size(1280, min(height + 20, 4000))
         browser.save_screenshot(os.environ["PRUNEKIT_DASHBOARD_SCREENSHOT"])
         browser.set_window_size(1280, 1800)
+
+    _css(browser, "header.top a.brand")[0].click()  # back to the list: the job is there, finished
+    row = f".job-row[data-job-id='{job['id']}'][data-status='succeeded']"
+    _wait(browser, lambda d: _css(d, row), 30, "the finished job in the list")
 
 
 def test_dashboard_escapes_what_users_wrote(browser: Any, stack: Stack, models: Models) -> None:

@@ -126,8 +126,8 @@ def test_body_cache_is_keyed_by_version_and_bounded() -> None:
     assert cache.get("b", 1) is None and cache.get("a", 1) is not None and cache.get("c", 3) is not None
     cache.put("huge", Body(1, "queued", b"h" * 101))  # never kept
     assert cache.get("huge", 1) is None
-    cache.forget("a")
-    assert cache.get("a", 1) is None
+    cache.put("a", Body(2, "running", b"x" * 10))  # replaces, and counts bytes once
+    assert cache.get("a", 1) is None and cache.get("a", 2) is not None and cache.get("c", 3) is not None
 
 
 def _parse(chunks: list[bytes]) -> list[tuple[str, str | None, str]]:
