@@ -64,20 +64,24 @@ def _page(html: HTMLResponse) -> HTMLResponse:
     return HTMLResponse(body, headers=html_headers(docs_csp(body)))
 
 
-def _missing() -> ApiError:
-    return ApiError(503, "docs_unavailable", "the API docs' assets are not installed (pip install "
-                    "fastapi-offline, part of the service extra); the OpenAPI document is at /openapi.json")
+def _urls(request: Request, *names: str) -> list[str]:
+    try:
+        return [_url(request, n) for n in names]
+    except FileNotFoundError:
+        raise ApiError(503, "docs_unavailable", "the API docs' assets are not installed (pip install "
+                       "fastapi-offline, part of the service extra); the OpenAPI document is at "
+                       "/openapi.json") from None
+
+
+def _openapi_url(request: Request) -> str:
+    return f"{request.scope.get('root_path', '')}{request.app.openapi_url}"
 
 
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    try:
-        js, css, icon = (_url(request, n) for n in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"))
-    except FileNotFoundError:
-        raise _missing() from None
-    app: FastAPI = request.app
+    js, css, icon = _urls(request, "swagger-ui-bundle.js", "swagger-ui.css", "favicon.png")
     return _page(get_swagger_ui_html(
-        openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}", title=f"{app.title} - API docs",
+        openapi_url=_openapi_url(request), title=f"{request.app.title} - API docs",
         swagger_js_url=js, swagger_css_url=css, swagger_favicon_url=icon,
         swagger_ui_parameters={"tryItOutEnabled": False},
     ))
@@ -85,13 +89,9 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    try:
-        js, icon = (_url(request, n) for n in ("redoc.standalone.js", "favicon.png"))
-    except FileNotFoundError:
-        raise _missing() from None
-    app: FastAPI = request.app
+    js, icon = _urls(request, "redoc.standalone.js", "favicon.png")
     return _page(get_redoc_html(
-        openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}", title=f"{app.title} - API reference",
+        openapi_url=_openapi_url(request), title=f"{request.app.title} - API reference",
         redoc_js_url=js, redoc_favicon_url=icon, with_google_fonts=False,
     ))
 
