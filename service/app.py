@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.heads = HeadReader(store)
     app.state.bodies = BodyCache()
     app.state.stream_slots = StreamSlots(settings.events_max_streams)
-    app.state.reports = Reports(layout)
+    app.state.reports = Reports(objects)
     install_error_handlers(app)
     app.include_router(status.router)
     app.include_router(jobs.router)

@@ -27,14 +27,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from prunekit.artifacts import download_name
 from prunekit.job_status import ACTIVE
+from worker.storage import legacy_artifact_key
 from worker.store import Job
 
 from ..auth import tenant_for
 from ..csp import html_headers
 from ..errors import ApiError
 from ..routes.jobs import _decode_cursor, _encode_cursor, _valid_id
-from ..storage import download_filename
+from ..storage import content_disposition
 from . import charts
 
 HERE = Path(__file__).parent
@@ -166,7 +168,7 @@ async def job_fragment(request: Request, job_id: str, tenant: Tenant) -> HTMLRes
     result = job.result if job.status == "succeeded" else None
     artifacts = [{
         "name": a["name"], "size": a.get("size"), "sha256": a.get("sha256", ""),
-        "filename": download_filename(job.input.get("filename"), a["name"]),
+        "filename": download_name(job.input.get("filename"), a["name"]),
         "url": f"/v1/jobs/{job.id}/artifacts/{a['name']}",
     } for a in (job.artifacts or [])] if job.status == "succeeded" else []
     sweep = (report or {}).get("sweep") or (result or {}).get("sweep")
@@ -177,3 +179,25 @@ async def job_fragment(request: Request, job_id: str, tenant: Tenant) -> HTMLRes
         layer_chart=charts.layer_chart(report), stage_chart=charts.stage_chart((result or {}).get("stage_seconds")),
         sweep_plot=charts.sweep_plot(sweep), sweep=sweep,
     )
+
+
+@router.get("/fragments/jobs/{job_id}/presigned/{name}")
+async def presigned_link(request: Request, job_id: str, name: str, tenant: Tenant) -> Response:
+    """Where the browser itself may fetch an artifact, when the store presigns downloads.
+
+    With ``PRUNEKIT_S3_PRESIGN`` the download route answers 307 to the store, which a script's
+    fetch cannot follow under the dashboard's CSP (and would need the bucket's CORS); the page
+    asks here instead and navigates to the URL. ``{"url": null}``: no presigning, use the route.
+    """
+    store, objects = request.app.state.store, request.app.state.objects
+    job: Job | None = await anyio.to_thread.run_sync(
+        lambda: store.get(job_id, tenant=tenant) if _valid_id(job_id) else None)
+    meta = next((a for a in (job.artifacts or []) if a["name"] == name), None) if job else None
+    if job is None or job.status != "succeeded" or meta is None:
+        raise ApiError(404, "not_found", f"job {job_id} has no artifact {name!r}")
+    key = meta.get("key") or legacy_artifact_key(job.id, name)
+    url = await anyio.to_thread.run_sync(lambda: objects.presigned_get(
+        key, expires=request.app.state.settings.s3_presign_expiry,
+        disposition=content_disposition(download_name(job.input.get("filename"), name)),
+        content_type="application/json" if name.endswith(".json") else "application/octet-stream"))
+    return Response(json.dumps({"url": url}), media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -167,7 +167,18 @@
     const status = document.getElementById("download-status");
     status.textContent = "Downloading " + a.getAttribute("download") + "…";
     try {
-      const resp = await fetch(a.getAttribute("href"), { headers: headers(), credentials: "omit" });
+      const resp = await fetch(a.getAttribute("href"),
+        { headers: headers(), credentials: "omit", redirect: "manual" });
+      if (resp.type === "opaqueredirect") {  // the store presigns downloads: the browser goes there
+        const link = await fetch(body.dataset.fragment + "/presigned/" + encodeURIComponent(a.dataset.name),
+          { headers: headers(), cache: "no-store", credentials: "omit" });
+        if (!link.ok) throw new Error(await errorText(link));
+        const url = (await link.json()).url;
+        if (!url) throw new Error("the server redirected the download but offers no link");
+        status.textContent = "Downloading " + a.getAttribute("download") + " from the artifact store…";
+        window.location.assign(url);
+        return;
+      }
       if (resp.status === 401) throw new Unauthorized(await errorText(resp));
       if (!resp.ok) throw new Error(await errorText(resp));
       const blob = await resp.blob();
