@@ -159,3 +159,36 @@ def test_provider_defaults_come_from_the_library():
     assert get_architecture("torchvision:inception_v3").example_inputs[0]["shape"] == [1, 3, 299, 299]
     assert get_architecture("torchvision:r3d_18").example_inputs[0]["shape"] == [1, 3, 16, 112, 112]
     assert get_architecture("timm:convnext_atto").example_inputs[0]["shape"] == [1, 3, 224, 224]
+
+
+@pytest.mark.parametrize("name", ["torchvision:resnet18", "timm:convnext_atto"])
+def test_a_model_fine_tuned_to_other_classes_is_built_for_them(tmp_path, name):
+    """A state-dict whose classifier has 10 outputs (a fine-tuned model) loads into the same
+    architecture built for 10 classes; the manifest says so and load_pruned rebuilds it."""
+    from prunekit.providers import PROVIDERS
+
+    prefix, _, model_name = name.partition(":")
+    torch.manual_seed(0)
+    arch = get_architecture(name, {"num_classes": 10})
+    weights = tmp_path / "ten.pt"
+    torch.save(arch.factory().state_dict(), weights)
+    res = prunekit.prune_to_dir(weights, {"architecture": name, "ratio": 0.3, "inputs": SMALL}, tmp_path / "out")
+    assert res.report.check["passed"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"] == {"num_classes": 10}
+    rebuilt = prunekit.load_pruned(name, tmp_path / "out" / "state_dict.pt", manifest)
+    with torch.no_grad():
+        assert rebuilt(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    with pytest.raises(UnknownArchitecture, match="num_classes"):
+        get_architecture(name, {"num_classes": 10, "pretrained": True})
+    assert PROVIDERS[prefix].prefix == prefix and model_name
+
+
+def test_other_shape_differences_are_not_explained_away(tmp_path):
+    sd = build("torchvision:resnet18").state_dict()
+    sd["layer1.0.conv1.weight"] = torch.zeros(32, 64, 3, 3)  # a width, not the class count
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(10, 512), torch.zeros(10)
+    path = tmp_path / "odd.pt"
+    torch.save(sd, path)
+    with pytest.raises(StateDictMismatch, match="layer1.0.conv1.weight"):
+        load_model(path, architecture="torchvision:resnet18")

@@ -140,6 +140,17 @@ def build_from_state_dict(architecture: "str | Architecture", state: dict[str, t
     return module.eval()
 
 
+def _fitted(arch: Architecture, state: dict[str, torch.Tensor]) -> "tuple[Architecture, dict] | None":
+    """A ``torchvision:``/``timm:`` architecture built for the number of classes the state-dict's
+    classifier has (``providers.fitted_config``), or ``None``."""
+    from ..providers import fitted_config
+
+    module, _ = empty.build(arch.factory)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    config = fitted_config(arch.name, expected, {k: tuple(v.shape) for k, v in state.items()})
+    return (get_architecture(arch.name, config), config) if config is not None else None
+
+
 def _refuse_pickle(*_args, **_kwargs):
     raise UnsafeModelFile("the export archive holds pickled objects, which are never unpickled for uploads")
 
@@ -187,7 +198,14 @@ def load_model(path: "str | Path", *, architecture: str | None = None, limits: L
     else:
         state = read_state_dict(path, container)
     arch = get_architecture(architecture, config)
-    module = build_from_state_dict(arch, state)
+    try:
+        module = build_from_state_dict(arch, state)
+    except StateDictMismatch:
+        fitted = _fitted(arch, state) if config is None else None
+        if fitted is None:
+            raise
+        arch, config = fitted
+        module = build_from_state_dict(arch, state)
     names = {n for n, _ in module.named_parameters()}
     size = size if container != "folder" else sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     return LoadedModel(fmt, size, module=module, architecture=arch.name, param_names=names, config=config)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ..errors import ArchitectureUnavailable
+from ..errors import ArchitectureUnavailable, UnknownArchitecture
 
 if TYPE_CHECKING:
     from ..registry import Architecture
@@ -85,6 +85,43 @@ def adapter(provider: Provider) -> ModuleType:
 
 def architecture(provider: Provider, name: str, config: dict | None) -> "Architecture":
     return adapter(provider).architecture(name.partition(":")[2], config)
+
+
+CLASS_COUNT_PROVIDERS = ("torchvision", "timm")
+MAX_CLASSES = 1_000_000
+
+
+def class_count_config(provider: Provider, name: str, config: dict | None) -> int | None:
+    """The one configuration torchvision and timm names take: ``{"num_classes": N}`` (a model
+    fine-tuned to N classes); ``None`` for the library's default."""
+    if config is None:
+        return None
+    n = config.get("num_classes") if isinstance(config, dict) else None
+    if set(config) != {"num_classes"} or isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
+        raise UnknownArchitecture(f"{provider.prefix}:{name} takes no configuration but num_classes (an integer "
+                                  f"from 1 to {MAX_CLASSES:,}), not {config!r}")
+    return n
+
+
+def fitted_config(name: str, expected: dict[str, tuple], found: dict[str, tuple]) -> dict | None:
+    """For a ``torchvision:``/``timm:`` state-dict that differs from the architecture only in the
+    size of the classifier's output (a model fine-tuned to other classes): ``{"num_classes": N}``.
+    Same tensor names, every difference in dim 0 alone, one size everywhere; else ``None``."""
+    provider = provider_of(name)
+    if provider is None or provider.prefix not in CLASS_COUNT_PROVIDERS or set(expected) != set(found):
+        return None
+    sizes = set()
+    for k, e in expected.items():
+        f = found[k]
+        if e == f:
+            continue
+        if len(e) != len(f) or e[1:] != f[1:]:
+            return None
+        sizes.add((e[0], f[0]))
+    if len(sizes) != 1:
+        return None
+    (_, n), = sizes
+    return {"num_classes": int(n)} if 1 <= n <= MAX_CLASSES else None
 
 
 def names(prefix: str) -> list[str]:

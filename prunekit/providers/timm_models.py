@@ -62,8 +62,9 @@ def _example_inputs(timm: ModuleType, name: str) -> list[dict]:
 
 
 def architecture(name: str, config: dict | None) -> Architecture:
-    if config is not None:
-        raise UnknownArchitecture(f"timm:{name} is built without a configuration file")
+    from . import PROVIDERS, class_count_config
+
+    classes = class_count_config(PROVIDERS["timm"], name, config)
     timm = _timm()
     base = name.partition(".")[0]
     if base not in set(_names()):
@@ -71,8 +72,11 @@ def architecture(name: str, config: dict | None) -> Architecture:
         hint = f" Did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
         raise UnknownArchitecture(f"timm has no model {name!r}.{hint} ('prunekit architectures timm' lists all)")
 
+    extra = {} if classes is None else {"num_classes": classes}
+
     def factory():
-        return timm.create_model(name, pretrained=False)
+        return timm.create_model(name, pretrained=False, **extra)
 
     return Architecture(name=f"timm:{name}", factory=factory, example_inputs=_example_inputs(timm, name),
-                        description=f"timm.create_model({name!r})", scriptable=False)
+                        description=f"timm.create_model({name!r})" + (f" ({classes} classes)" if extra else ""),
+                        scriptable=False, config=config)

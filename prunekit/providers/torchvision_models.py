@@ -116,8 +116,9 @@ def _example_inputs(name: str) -> list[dict]:
 
 
 def architecture(name: str, config: dict | None) -> Architecture:
-    if config is not None:
-        raise UnknownArchitecture(f"torchvision:{name} is built without a configuration file")
+    from . import PROVIDERS, class_count_config
+
+    classes = class_count_config(PROVIDERS["torchvision"], name, config)
     builders = _builders()
     if name not in builders:
         close = difflib.get_close_matches(name, list(builders), n=3, cutoff=0.6)
@@ -132,8 +133,11 @@ def architecture(name: str, config: dict | None) -> Architecture:
         )
     tv = import_torchvision()
 
+    extra = {} if classes is None else {"num_classes": classes}
+
     def factory():
-        return tv.models.get_model(name, weights=None)
+        return tv.models.get_model(name, weights=None, **extra)
 
     return Architecture(name=f"torchvision:{name}", factory=factory, example_inputs=_example_inputs(name),
-                        description=f"torchvision.models.{name}", scriptable=False)
+                        description=f"torchvision.models.{name}" + (f" ({classes} classes)" if extra else ""),
+                        scriptable=False, config=config)
