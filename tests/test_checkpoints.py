@@ -198,3 +198,20 @@ def test_tied_embeddings_lose_their_residual_columns_together(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == res.report.params_after
     x = torch.randint(0, 100, (2, 16))
     assert torch.allclose(_logits(model, x), _logits(res.model, x), atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_conv1d_layers_rebuild_at_their_pruned_width(tmp_path):
+    """GPT-2 stores its linear layers as transformers' Conv1D ([in, out], forward reads ``nf``):
+    the rebuilt checkpoint sets ``nf`` from the pruned weight, so its own forward runs."""
+    t = _transformers()
+    torch.manual_seed(0)
+    cfg = t.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64, bos_token_id=0,
+                       eos_token_id=0, architectures=["GPT2LMHeadModel"])
+    t.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
+    res = prunekit.prune_to_dir(tmp_path / "gpt2", {"ratio": 0.5}, tmp_path / "out")
+    assert res.report.params_after < res.report.params_before and res.report.check["passed"]
+    model = prunekit.load_pruned(tmp_path / "out")
+    fc = model.transformer.h[0].mlp.c_fc
+    assert fc.nf == fc.weight.shape[1] < 256
+    x = torch.randint(0, 100, (2, 16))
+    assert torch.allclose(_logits(model, x), _logits(res.model, x), atol=1e-4, rtol=1e-4)

@@ -75,10 +75,20 @@ def _fix_attributes(model: nn.Module, before: dict[str, dict]) -> None:
             m.num_embeddings, m.embedding_dim = m.weight.shape
         elif isinstance(m, nn.PReLU):
             m.num_parameters = m.weight.numel()
+        elif _is_transposed_linear(m):  # transformers' Conv1D (GPT-2): weight [in, out], forward reads nf
+            m.nx, m.nf = m.weight.shape
         elif isinstance(m, nn.RNNBase):
             from ..interop.recurrent import fix_rnn_attributes
 
             fix_rnn_attributes(m)
+
+
+def _is_transposed_linear(m: nn.Module) -> bool:
+    """A linear layer stored as ``[in, out]`` whose forward builds its output shape from ``nf``
+    (``transformers.pytorch_utils.Conv1D``), recognised by those attributes, not imported."""
+    w = getattr(m, "weight", None)
+    return (type(m).__name__ == "Conv1D" and isinstance(getattr(m, "nf", None), int)
+            and isinstance(getattr(m, "nx", None), int) and isinstance(w, torch.Tensor) and w.dim() == 2)
 
 
 def _describe(model: nn.Module) -> dict[str, dict]:
