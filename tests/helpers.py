@@ -46,3 +46,28 @@ def load_output(path: Path, fmt: str, architecture: str | None = None, manifest:
     if fmt == "export":
         return torch.export.load(str(path)).module()
     return prunekit.load_pruned(architecture, path, manifest)
+
+
+def hf_checkpoint(folder: Path, kind: str, *, tie: bool = True) -> Path:
+    """A Hugging Face checkpoint folder written by ``save_pretrained`` with random weights (seed 0):
+    ``llama`` (one ``model.safetensors``, embeddings tied unless ``tie`` is False) or ``bert``
+    (sharded: ``model.safetensors.index.json`` and five shards).  Returns the folder."""
+    import torch
+
+    from prunekit.providers.transformers_models import _transformers
+
+    t = _transformers()
+    torch.manual_seed(0)
+    out = Path(folder) / kind
+    if kind == "llama":
+        cfg = t.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=100, tie_word_embeddings=tie,
+                            architectures=["LlamaForCausalLM"])
+        t.LlamaForCausalLM(cfg).save_pretrained(out)
+    elif kind == "bert":
+        cfg = t.BertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           vocab_size=100, architectures=["BertForMaskedLM"])
+        t.BertForMaskedLM(cfg).save_pretrained(out, max_shard_size="100KB")
+    else:
+        raise ValueError(kind)
+    return out

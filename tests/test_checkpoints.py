@@ -17,26 +17,17 @@ import prunekit
 from prunekit.errors import InvalidConfig, InvalidModelFile
 from prunekit.providers.transformers_models import _transformers
 
+from helpers import hf_checkpoint
+
 TOKENS = [{"shape": [1, 16], "dtype": "int64", "low": 0, "high": 100}]
 
 
 def _llama(tmp: Path, tie: bool = True) -> Path:
-    t = _transformers()
-    torch.manual_seed(0)
-    cfg = t.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                        num_key_value_heads=2, vocab_size=100, tie_word_embeddings=tie,
-                        architectures=["LlamaForCausalLM"])
-    t.LlamaForCausalLM(cfg).save_pretrained(tmp / "llama")
-    return tmp / "llama"
+    return hf_checkpoint(tmp, "llama", tie=tie)
 
 
 def _bert(tmp: Path) -> Path:
-    t = _transformers()
-    torch.manual_seed(0)
-    cfg = t.BertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       vocab_size=100, architectures=["BertForMaskedLM"])
-    t.BertForMaskedLM(cfg).save_pretrained(tmp / "bert", max_shard_size="100KB")  # sharded, with an index
-    return tmp / "bert"
+    return hf_checkpoint(tmp, "bert")
 
 
 def _logits(model, x):

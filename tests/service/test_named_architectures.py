@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import prunekit
+from helpers import hf_checkpoint
 from svc_helpers import KEY_A, FaultStack, start_fault_stack, submit, wait_job
 
 pytestmark = pytest.mark.timeout(900)
@@ -35,20 +36,7 @@ def big_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
 
 
 def _hf(tmp: Path, kind: str) -> Path:
-    from prunekit.providers.transformers_models import _transformers
-
-    t = _transformers()
-    torch.manual_seed(0)
-    if kind == "llama":
-        cfg = t.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                            num_key_value_heads=2, vocab_size=100, tie_word_embeddings=True,
-                            architectures=["LlamaForCausalLM"])
-        t.LlamaForCausalLM(cfg).save_pretrained(tmp / kind)
-    else:
-        cfg = t.BertConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           vocab_size=100, architectures=["BertForMaskedLM"])
-        t.BertForMaskedLM(cfg).save_pretrained(tmp / kind, max_shard_size="100KB")
-    return tmp / kind
+    return hf_checkpoint(tmp, kind)
 
 
 def _download(c, job_id: str, dest: Path) -> dict[str, Path]:
