@@ -3,15 +3,21 @@
 A state-dict of ``resnet50`` should not need a plugin.  Each *provider* turns a prefixed name
 into an :class:`~prunekit.registry.Architecture` using one library's own constructors:
 
-============== ============================ ====================================================
-prefix         package                      names
-============== ============================ ====================================================
-``torchvision`` torchvision (``--no-deps``)  ``torchvision:resnet50``: ``torchvision.models.list_models()``
-``timm``        timm                         ``timm:convnext_atto``: ``timm.list_models()``
-``hf``          transformers                 ``hf:`` (or ``hf:LlamaForCausalLM``): the class and its
-                                             sizes come from the ``config.json`` uploaded with
-                                             the weights (``hf.py`` validates it as data)
-============== ============================ ====================================================
+=================== =========================== =============================================
+prefix              package                     names
+=================== =========================== =============================================
+``torchvision:``    torchvision (``--no-deps``) ``torchvision.models.list_models()``, e.g.
+                                                ``torchvision:resnet50`` (``torchvision_models``)
+``timm:``           timm                        ``timm.list_models()``, e.g.
+                                                ``timm:convnext_atto`` (``timm_models``)
+``hf:``             transformers                ``hf:`` or ``hf:LlamaForCausalLM``: the class and
+                                                its sizes come from the ``config.json`` uploaded
+                                                with the weights, validated as data
+                                                (``transformers_models``)
+=================== =========================== =============================================
+
+torchvision and timm names also take ``{"num_classes": N}`` (a model fine-tuned to N classes;
+the loader infers it from a state-dict whose classifier alone differs).
 
 The engine never depends on these packages: a provider's module is imported only when one of its
 names is asked for, and a server without the package answers with
