@@ -3,7 +3,8 @@
 With no ``BROKER_URL`` the job store doubles as the queue: a dispatcher thread starts the oldest
 queued jobs, each in its own process (so a crash, a runaway allocation or a hard time limit can
 be dealt with by killing it, and the API's event loop never waits on the engine).  The child runs
-the very same :func:`worker.runner.run_job` as the Celery task.
+the very same :func:`worker.runner.run_job` as the Celery task.  A job its attempt gave back
+because the artifact store was unreachable is started again only once its ``retry_at`` has come.
 
 The dispatcher watches its children: a cancelled job's process is terminated, one past its hard
 time limit is killed and failed, and one that died without recording an outcome is requeued
@@ -24,7 +25,7 @@ from .layout import Layout
 from .settings import WorkerSettings
 from .storage import open_store
 from .storage.cleanup import discard_job_files
-from .store import CANCELLED, QUEUED, RUNNING, WORKER_LOST, JobStore
+from .store import CANCELLED, RUNNING, WORKER_LOST, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ class EmbeddedWorker:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return
-        for job_id in self.store.ids_with_status(QUEUED, limit=free + len(self._running)):
+        # Due ones only: a job waiting out its backoff after the artifact store was unreachable
+        # (its retry_at) starts at the first poll after that time.
+        for job_id in self.store.due_queued(limit=free + len(self._running)):
             if free <= 0:
                 break
             if job_id in self._running:

@@ -12,6 +12,10 @@ Two things can leave a job that the store calls active without anyone working on
   was last sent over ``RESEND_AFTER`` seconds ago and that the broker does not hold (not waiting
   in the queue's list, not recently delivered to a worker) is sent again.
 
+The same resend is how a job whose attempt could not reach the artifact store runs again: that
+attempt put it back to ``queued`` with a ``retry_at`` (its backoff) and its message was consumed,
+so once the job is due, and last sent over ``RESEND_AFTER`` ago, the next sweep sends it.
+
 :class:`Recovery` does both in one ``sweep()``.  It runs in every Celery worker (at start, then
 every ``RECOVERY_INTERVAL`` seconds: :func:`start_worker_recovery`) and in the API's reaper, so
 recovery does not depend on any one process.  Sweepers agree through the store: the right to send

@@ -15,8 +15,11 @@ makes a redelivered message harmless.  The function
   job's), then removes what earlier attempts of the job left behind.
 
 The artifact store being unreachable is not the job's fault: the attempt is given back to the
-queue (``requeued``; the broker's recovery or the embedded dispatcher runs it again) while
-attempts remain, and fails with ``storage_unavailable`` after the last.
+queue (``requeued``) while attempts remain, to run again once a backoff has passed
+(:meth:`~worker.settings.WorkerSettings.storage_retry_wait`, recorded as the job's ``retry_at``:
+the embedded dispatcher starts it, or a recovery sweep sends it to the broker, when it is due),
+and fails with ``storage_unavailable`` after the last, saying what failed.  The job's messages
+name the step and the cause but not the store's address (that goes to the worker's log).
 
 User errors (:class:`prunekit.errors.PruneKitError`) keep their code and message; anything else is
 recorded as ``internal_error`` with a single line, and the traceback goes to the worker's log.
@@ -27,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +49,12 @@ from .storage import (
     ObjectStore,
     StorageUnavailable,
     artifact_key,
-    artifact_prefix,
     attempt_prefix,
     open_store,
     upload_key,
 )
 from .storage.cleanup import discard_job_files
-from .store import CANCELLED, SUCCEEDED, TERMINAL, JobStore
+from .store import CANCELLED, SUCCEEDED, TERMINAL, JobStore, silence, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +242,19 @@ def _store_artifacts(objects: ObjectStore, job_id: str, attempt: int, out_dir: P
 
 
 def _drop_other_attempts(objects: ObjectStore, job_id: str, attempt: int) -> None:
-    """Remove artifacts that earlier (dead or superseded) attempts of the job uploaded."""
-    ours = attempt_prefix(job_id, attempt)
-    base = artifact_prefix(job_id)
-    others = {base + i.key[len(base):].split("/", 1)[0] + "/" for i in objects.list(base) if not i.key.startswith(ours)}
-    for prefix in others:
-        objects.delete_prefix(prefix)
+    """Remove what earlier (dead, superseded, or cut off from the store) attempts of the job
+    uploaded: complete objects and unfinished multipart uploads alike.  Only earlier numbers can
+    exist, since a later attempt would have fenced this one off before it recorded its result."""
+    for earlier in range(1, attempt):
+        objects.delete_prefix(attempt_prefix(job_id, earlier))
+
+
+_URL = re.compile(r":?\s*\"?\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"]*\"?")
+
+
+def _store_cause(exc: StorageUnavailable) -> str:
+    """The store's error for the job's owner: one line, without the store's address."""
+    return one_line(_URL.sub("", str(exc)), 200)
 
 
 def run_job(
@@ -289,6 +300,7 @@ def run_job(
         log.info("job %s attempt %d failed: %s: %s", job_id, attempt, code, message)
         return store.status_of(job_id) or "missing"
 
+    phase = "downloading the job's files"
     try:
         with Progress(store, job_id, attempt, settings) as progress:
             progress("load", 0.0, "fetching the model")
@@ -312,6 +324,7 @@ def run_job(
             # Still ours?  A fresh heartbeat also keeps any redelivery from claiming it meanwhile.
             if not store.heartbeat(job_id, attempt):
                 raise JobCancelled()
+            phase = "storing the artifacts"
             _store_artifacts(objects, job_id, attempt, out_dir, artifacts)
             if not store.succeed(job_id, attempt, result=summary, artifacts=artifacts):
                 objects.delete_prefix(attempt_prefix(job_id, attempt))
@@ -331,13 +344,18 @@ def run_job(
     except JobTimeLimit:
         return fail(TIME_LIMIT, f"the job exceeded its time limit of {settings.job_time_limit}s")
     except StorageUnavailable as exc:
-        log.warning("job %s attempt %d: the artifact store is unreachable: %s", job_id, attempt, exc)
-        if attempt < settings.job_max_attempts and store.requeue(
-                job_id, attempt, message=f"requeued: the artifact store was unreachable (attempt {attempt} of "
-                f"{settings.job_max_attempts})"):
-            return REQUEUED
-        return fail(STORAGE_UNAVAILABLE, f"the artifact store was unreachable on each of {attempt} attempt(s): "
-                    + one_line(str(exc), 200))
+        log.warning("job %s attempt %d: the artifact store is unreachable (%s): %s", job_id, attempt, phase, exc)
+        if attempt < settings.job_max_attempts:
+            wait = settings.storage_retry_wait(attempt)
+            if store.requeue(job_id, attempt, retry_at=utcnow() + timedelta(seconds=wait),
+                             message=f"requeued: the artifact store was unreachable while {phase} (attempt "
+                             f"{attempt} of {settings.job_max_attempts}); trying again "
+                             f"{f'in {silence(wait)}' if wait > 0 else 'at once'}"):
+                log.info("job %s requeued: next attempt in %.1fs at the earliest", job_id, wait)
+                return REQUEUED
+        span = (utcnow() - job.started_at).total_seconds() if job.started_at else time.monotonic() - t_start
+        return fail(STORAGE_UNAVAILABLE, f"the artifact store was unreachable while {phase} on attempt {attempt} of "
+                    f"{settings.job_max_attempts}, the last, {silence(span)} after the job started: {_store_cause(exc)}")
     except ObjectMissing as exc:
         return fail(INTERNAL_ERROR, f"the job's upload {exc} is missing from the artifact store")
     except PruneKitError as exc:
@@ -357,6 +375,8 @@ def run_job(
         return fail(INTERNAL_ERROR, one_line(f"unexpected {type(exc).__name__} while pruning: {text}"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if store.status_of(job_id) in TERMINAL:
-            # Finished: the uploads and any scratch left by earlier, killed attempts can go.
-            discard_job_files(objects, layout, job_id)
+        status = store.status_of(job_id)
+        if status in TERMINAL:
+            # Finished: the uploads and any scratch left by earlier, killed attempts can go; so can
+            # any artifacts of a job that did not succeed (it has none to hand out).
+            discard_job_files(objects, layout, job_id, artifacts=status != SUCCEEDED)

@@ -83,6 +83,15 @@ class WorkerSettings(BaseSettings):
         description="A partial upload untouched this long (its API process died mid-upload) is deleted "
         "by the API's reaper.",
     )
+    storage_retry_delay: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a job waits before its next attempt after the artifact store was unreachable; "
+        "doubled after each such attempt, up to storage_retry_max_delay.",
+    )
+    storage_retry_max_delay: float = Field(
+        600.0, ge=0, description="The longest wait between two attempts of a job after the artifact store was unreachable."
+    )
     progress_interval: float = Field(0.5, ge=0, description="Minimum seconds between progress writes.")
     embedded_concurrency: int = Field(1, ge=1, description="Jobs run at once in embedded mode.")
     job_memory_limit: str | None = Field(
@@ -192,6 +201,14 @@ class WorkerSettings(BaseSettings):
         if self.lost_after is not None:
             return self.lost_after
         return self.stale_after + self.resolved_visibility_timeout + 2 * self.resolved_restore_interval
+
+    def storage_retry_wait(self, attempt: int) -> float:
+        """Seconds before the next attempt of a job whose attempt ``attempt`` (1-based) could not
+        reach the artifact store: exponential (``STORAGE_RETRY_DELAY`` × 2^(attempt-1)), capped
+        at ``STORAGE_RETRY_MAX_DELAY``.  The one place that decides when such a job runs again;
+        the embedded dispatcher and the recovery sweeps only read the time it gives."""
+        exponent = min(max(0, int(attempt) - 1), 62)  # 2**62 s is past any cap; no float overflow
+        return min(self.storage_retry_max_delay, self.storage_retry_delay * float(2 ** exponent))
 
     @property
     def storage(self) -> tuple[str, str] | None:

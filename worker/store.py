@@ -10,7 +10,10 @@ job was redelivered) can no longer touch the job.
 The store is also what recovery works from (:mod:`worker.recovery`): ``heartbeat_at`` tells a
 running job whose worker died, and ``published_at`` (when the job was last sent to the broker)
 lets sweepers in several processes agree, by one conditional ``UPDATE``, on which of them sends a
-lost job again, and keeps them from sending it more than once per interval.
+lost job again, and keeps them from sending it more than once per interval.  ``retry_at`` holds a
+queued job back after an attempt that could not reach the artifact store: nothing claims it, the
+embedded dispatcher does not start it and no sweeper sends it before then (the wait itself is
+decided by :meth:`worker.settings.WorkerSettings.storage_retry_wait`).
 
 Every change a client could see bumps the row's ``version`` (a column ``onupdate``, so a new
 ``UPDATE`` bumps it unless it says otherwise; heartbeats and broker stamps, which no client sees,
@@ -121,6 +124,8 @@ class JobRow(Base):
     # Bumped by every UPDATE that changes what a client sees (the ETag of GET /v1/jobs/{id}).
     # Nullable only so that tables of older versions can gain it; NULL reads as 0.
     version: Mapped[int | None] = mapped_column(Integer, default=1, onupdate=text("coalesce(version, 0) + 1"))
+    # A queued job is not started before this (backoff after the artifact store was unreachable).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_prunekit_jobs_tenant_seq", "tenant", "seq"),
@@ -184,11 +189,12 @@ class Claim:
     """Outcome of a worker trying to start a job.
 
     ``claimed``: run it as ``attempt``.  ``done``: already finished or cancelled, nothing to do
-    (a redelivered message).  ``busy``: another live attempt holds it.  ``exhausted``: attempts
-    used up, the job was failed.  ``missing``: no such job (deleted).
+    (a redelivered message).  ``busy``: another live attempt holds it.  ``deferred``: queued, but
+    waiting until its ``retry_at`` (a message that came early; a sweep sends it when due).
+    ``exhausted``: attempts used up, the job was failed.  ``missing``: no such job (deleted).
     """
 
-    outcome: Literal["claimed", "done", "busy", "exhausted", "missing"]
+    outcome: Literal["claimed", "done", "busy", "deferred", "exhausted", "missing"]
     attempt: int = 0
     job: Job | None = None
 
@@ -392,7 +398,7 @@ class JobStore:
         now = utcnow()
         cutoff = now - timedelta(seconds=stale_after)
         startable = or_(
-            JobRow.status == QUEUED,
+            and_(JobRow.status == QUEUED, _due(now)),
             and_(JobRow.status == RUNNING, or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < cutoff)),
         )
         stmt = (
@@ -408,11 +414,13 @@ class JobStore:
                 progress_percent=0.0,
                 progress_message="starting",
                 progress_at=now,
+                retry_at=None,
             )
         )
         with self.engine.begin() as conn:
             won = conn.execute(stmt).rowcount == 1
             row = conn.execute(select(JobRow).where(JobRow.id == job_id)).first()
+            retry_at = row.retry_at if row is not None else None
         if row is None:
             return Claim("missing")
         job = _row_to_job(row)
@@ -422,6 +430,8 @@ class JobStore:
             return Claim("done", job=job)
         if job.status == RUNNING and job.heartbeat_at is not None and job.heartbeat_at >= cutoff:
             return Claim("busy", job=job)
+        if job.status == QUEUED and retry_at is not None and retry_at > now and job.attempts < max_attempts:
+            return Claim("deferred", job=job)
         last = ""
         if job.status == RUNNING and job.heartbeat_at is not None:
             last = f" (the last attempt's worker has been silent for {silence((now - job.heartbeat_at).total_seconds())})"
@@ -505,13 +515,16 @@ class JobStore:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def requeue(self, job_id: str, attempt: int, *, message: str = "retrying after a lost worker") -> bool:
+    def requeue(self, job_id: str, attempt: int, *, message: str = "retrying after a lost worker",
+                retry_at: datetime | None = None) -> bool:
         """Running → queued after a lost attempt (embedded mode, where there is no broker), or
-        given back by an attempt that could not reach the artifact store."""
+        given back by an attempt that could not reach the artifact store, to be started again
+        no sooner than ``retry_at`` (None: at once)."""
         stmt = (
             update(JobRow)
             .where(self._mine(job_id, attempt))
-            .values(status=QUEUED, progress_stage="queued", progress_message=message[:1000])
+            .values(status=QUEUED, progress_stage="queued", progress_message=message[:1000], progress_at=utcnow(),
+                    retry_at=retry_at)
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
@@ -566,11 +579,14 @@ class JobStore:
         return out
 
     def resend_candidates(self, *, older_than: float, limit: int = 500) -> list[str]:
-        """Queued jobs last sent (or submitted) over ``older_than`` seconds ago, oldest first."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
+        """Queued jobs last sent (or submitted) over ``older_than`` seconds ago and due (past any
+        ``retry_at``), oldest first."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than)
         stmt = (
             select(JobRow.id)
-            .where(JobRow.status == QUEUED, func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff)
+            .where(JobRow.status == QUEUED, func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff,
+                   _due(now))
             .order_by(JobRow.seq)
             .limit(limit)
         )
@@ -579,13 +595,14 @@ class JobStore:
 
     def mark_published(self, job_id: str, *, older_than: float) -> datetime | None:
         """Take the right to send a queued job again: the stamp written, or None if another
-        sweeper took it (or it was sent within ``older_than`` seconds, or is no longer queued)."""
+        sweeper took it (or it was sent within ``older_than`` seconds, is not due yet, or is no
+        longer queued)."""
         now = utcnow()
         cutoff = now - timedelta(seconds=older_than)
         stmt = (
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.status == QUEUED,
-                   func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff)
+                   func.coalesce(JobRow.published_at, JobRow.created_at) < cutoff, _due(now))
             .values(published_at=now, **_SAME_VERSION)
         )
         with self.engine.begin() as conn:
@@ -619,6 +636,13 @@ class JobStore:
     def ids_with_status(self, status: str, *, limit: int = 100) -> list[str]:
         """Oldest first: the order jobs should be started in."""
         stmt = select(JobRow.id).where(JobRow.status == status).order_by(JobRow.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def due_queued(self, *, limit: int = 100) -> list[str]:
+        """Queued jobs that may start now (none waiting out a ``retry_at``), oldest first."""
+        stmt = (select(JobRow.id).where(JobRow.status == QUEUED, _due(utcnow()))
+                .order_by(JobRow.seq).limit(limit))
         with self.engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
@@ -682,6 +706,11 @@ class JobStore:
             for status, count, total, *buckets in conn.execute(stmt).all():
                 out[status] = DurationStats([int(b or 0) for b in buckets], int(count), float(total))
         return out
+
+
+def _due(now: datetime) -> Any:
+    """A queued job that may start now: no backoff pending, or its ``retry_at`` has come."""
+    return or_(JobRow.retry_at.is_(None), JobRow.retry_at <= now)
 
 
 def _row_to_job(row: Any) -> Job:

@@ -46,6 +46,10 @@ def run_job_task(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
         # while a live attempt heartbeats: drop it.  Should that attempt die, recovery requeues
         # the job and sends it again once its heartbeat is STALE_AFTER old.
         log.info("job %s is held by a live attempt; this delivery is dropped", job_id)
+    elif outcome == "deferred":
+        # A message that came before the job's retry_at (its last attempt could not reach the
+        # artifact store): drop it; a recovery sweep sends the job again once it is due.
+        log.info("job %s waits out its retry backoff; this delivery is dropped", job_id)
     return outcome
 
 

@@ -4,8 +4,9 @@ No worker runs here: these tests look at what a sweep leaves in the store and in
 queue (the very messages Celery would consume), which the end-to-end fault suite
 (test_faults.py) cannot observe so precisely.  They pin the properties recovery relies on:
 a silent job is requeued with the silence it really had, a lost message is sent again exactly
-once however many sweepers run, a job the broker still holds is never sent again, and a broker
-that is down loses nothing.
+once however many sweepers run, a job the broker still holds is never sent again, a job waiting
+out its retry backoff is sent once it is due and not before, and a broker that is down loses
+nothing.
 """
 
 from __future__ import annotations
@@ -153,6 +154,57 @@ def test_lost_message_is_sent_again_exactly_once(env: tuple[WorkerSettings, JobS
     report = sweepers[2].sweep()
     assert report.broker_checked
     assert _queued_ids(redis_server) == Counter({held: 1, lost: 1, fresh: 1})
+    for s in sweepers:
+        s.store.dispose()
+
+
+def test_job_given_back_for_the_store_is_sent_once_when_due(env: tuple[WorkerSettings, JobStore],
+                                                           redis_server: RedisServer) -> None:
+    """An attempt that could not reach the artifact store requeues its job with a ``retry_at`` and
+    its message is consumed: sweepers send the job again once it is due, exactly once between
+    them, and never while it waits (however long ago it was last sent)."""
+    from datetime import timedelta
+
+    from worker.store import utcnow
+
+    settings, store = env
+    job = "f" * 32
+    _new(store, job)
+    send_job(make_app(settings), settings, job)
+    with redis_server.client() as r:
+        r.delete(QUEUE)  # a worker took the message, ran attempt 1 and acknowledged it
+    assert store.claim(job, worker="w1", max_attempts=2, stale_after=0.4).attempt == 1
+    wait = 2.5
+    assert store.requeue(job, 1, retry_at=utcnow() + timedelta(seconds=wait), message="requeued: store down")
+    sweepers = [_recovery(settings, JobStore(settings.resolved_database_url)) for _ in range(3)]
+    t0 = time.monotonic()
+    sent_at = None
+    while time.monotonic() - t0 < wait + 5:
+        barrier = threading.Barrier(len(sweepers))
+        resent: list[str] = []
+
+        def run(r: Recovery) -> None:
+            barrier.wait()
+            resent.extend(r.sweep().resent)
+
+        threads = [threading.Thread(target=run, args=(r,)) for r in sweepers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        if resent:
+            assert resent == [job], resent  # one sweeper of three sent it
+            sent_at = time.monotonic() - t0
+            break
+        assert _queued_ids(redis_server) == Counter()
+        time.sleep(0.1)
+    assert sent_at is not None, "the job was never sent again"
+    # Not before its retry_at (the sweeps ran every ~0.1 s and it was long past resend_after).
+    assert wait - 0.1 <= sent_at < wait + 2, sent_at
+    assert _queued_ids(redis_server) == Counter({job: 1})
+    time.sleep(0.8)
+    assert all(s.sweep().resent == [] for s in sweepers)  # the broker holds it: not sent twice
+    assert store.claim(job, worker="w2", max_attempts=2, stale_after=0.4).attempt == 2
     for s in sweepers:
         s.store.dispose()
 

@@ -400,9 +400,11 @@ def test_store_down_answers_503_and_readyz_fails(tmp_path: Path, models: Models)
 
 def test_orphaned_and_unfinished_uploads_are_swept(s3_server: SeaweedServer, tmp_path: Path) -> None:
     """What an API that died mid-submission leaves (an unfinished multipart upload, uploads of a
-    job never recorded) goes; what a live job needs stays."""
+    job never recorded) goes, and so do the files of finished jobs that nothing will read (a job
+    that did not succeed has no artifacts to hand out: what its attempts stored goes too); what a
+    live job needs, and a succeeded job's artifacts, stay."""
     from worker.settings import WorkerSettings
-    from worker.storage import open_store, upload_key
+    from worker.storage import artifact_key, open_store, upload_key
     from worker.storage.cleanup import sweep_orphans
     from worker.store import JobStore
 
@@ -415,13 +417,19 @@ def test_orphaned_and_unfinished_uploads_are_swept(s3_server: SeaweedServer, tmp
                               s3_part_size=5 << 20)  # type: ignore[arg-type]
     objects = open_store(settings)
     jobs = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    orphan, live, finished, unfinished = (uuid.uuid4().hex for _ in range(4))
-    for job_id in (live, finished):
+    orphan, live, finished, unfinished, done = (uuid.uuid4().hex for _ in range(5))
+    for job_id in (live, finished, done):
         jobs.create(job_id=job_id, tenant="t", input={"size": 1}, spec={})
     jobs.cancel(finished)
-    for job_id in (orphan, live, finished):
+    assert jobs.claim(done, worker="w", max_attempts=1, stale_after=60).attempt == 1
+    assert jobs.succeed(done, 1, result={}, artifacts=[])
+    for job_id in (orphan, live, finished, done):
         sink = objects.begin_upload(upload_key(job_id, "model"))
         sink.write(b"x" * 100)
+        sink.commit()
+    for job_id in (finished, done):  # an attempt's stored artifact
+        sink = objects.begin_upload(artifact_key(job_id, 1, "model.pt"))
+        sink.write(b"y" * 10)
         sink.commit()
     sink = objects.begin_upload(upload_key(unfinished, "model"))
     sink.write(os.urandom(6 << 20))  # one part sent, never completed
@@ -430,7 +438,7 @@ def test_orphaned_and_unfinished_uploads_are_swept(s3_server: SeaweedServer, tmp
     assert sweep_orphans(objects, jobs, max_age=3600) == []  # all too young to judge
     time.sleep(1.5)
     removed = sweep_orphans(objects, jobs, max_age=1)
-    assert len(removed) == 3, removed
+    assert len(removed) == 4, removed
     assert s3_server.unfinished_uploads(bucket) == []
-    assert s3_server.keys(bucket) == [f"jobs/uploads/{live}/model"]
+    assert s3_server.keys(bucket) == sorted([f"jobs/uploads/{live}/model", f"jobs/artifacts/{done}/attempt-1/model.pt"])
     jobs.dispose()

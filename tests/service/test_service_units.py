@@ -144,18 +144,19 @@ def exercise_store(store: JobStore) -> None:
 
 
 def exercise_upgrade_and_recovery(store: JobStore) -> None:
-    """A table from before ``published_at`` gains it at startup, and the recovery queries
-    (worker.recovery) work on it; shared with the PostgreSQL test."""
+    """A table from before ``published_at``, ``version`` and ``retry_at`` gains them at startup,
+    and the recovery queries (worker.recovery) work on it; shared with the PostgreSQL test."""
     import sqlalchemy as sa
 
     with store.engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE prunekit_jobs DROP COLUMN published_at")
         conn.exec_driver_sql("ALTER TABLE prunekit_jobs DROP COLUMN version")
+        conn.exec_driver_sql("ALTER TABLE prunekit_jobs DROP COLUMN retry_at")
     store.dispose()
     upgraded = JobStore(store.url)
     try:
         columns = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("prunekit_jobs")}
-        assert {"published_at", "version"} <= columns
+        assert {"published_at", "version", "retry_at"} <= columns
         lost, silent = "f" * 32, "9" * 32
         _new(upgraded, lost)
         _new(upgraded, silent)
@@ -211,6 +212,61 @@ def exercise_versions(store: JobStore) -> None:
     assert store.delete(a) and store.heads([a]) == {}
     assert store.heads([b])[b].version == 0
     store.delete(b)
+
+
+def exercise_retry_backoff(store: JobStore) -> None:
+    """A job given back with a ``retry_at`` (its attempt could not reach the artifact store) is
+    started by nothing before then: not claimed, not offered to the embedded dispatcher, not
+    resent by a sweep; afterwards all three work as before.  Shared with the PostgreSQL test."""
+    from datetime import timedelta
+
+    from worker.store import utcnow
+
+    job, other = "7" * 32, "8" * 32
+    _new(store, job)
+    _new(store, other)
+    assert store.claim(job, worker="w1", max_attempts=3, stale_after=60).attempt == 1
+    assert store.requeue(job, 1, retry_at=utcnow() + timedelta(seconds=1.5), message="requeued: store down")
+    row = store.get(job)
+    assert row is not None and row.status == "queued" and row.progress_message == "requeued: store down"
+    assert store.due_queued() == [other]  # the waiting job is skipped, the one behind it is not
+    early = store.claim(job, worker="w2", max_attempts=3, stale_after=60)
+    assert early.outcome == "deferred"
+    row = store.get(job)
+    assert row is not None and row.status == "queued" and row.attempts == 1  # an early message changes nothing
+    assert store.resend_candidates(older_than=0) == [other]
+    assert store.mark_published(job, older_than=0) is None
+    time.sleep(1.6)
+    assert store.due_queued() == [job, other]
+    assert store.resend_candidates(older_than=0) == [job, other]
+    assert store.mark_published(job, older_than=0) is not None
+    assert store.mark_published(job, older_than=30) is None  # still one send per RESEND_AFTER
+    assert store.claim(job, worker="w2", max_attempts=3, stale_after=60).attempt == 2
+    # The claim cleared the backoff: a lost-worker requeue (no retry_at) is startable at once.
+    assert store.requeue(job, 2) and store.due_queued() == [job, other]
+
+
+def test_storage_retry_wait_is_exponential_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.settings import WorkerSettings
+
+    s = WorkerSettings(storage_retry_delay=2, storage_retry_max_delay=10)
+    assert [s.storage_retry_wait(n) for n in range(1, 7)] == [2, 4, 8, 10, 10, 10]
+    assert WorkerSettings(storage_retry_delay=0).storage_retry_wait(3) == 0
+    assert WorkerSettings().storage_retry_wait(10**9) == 600  # the cap, not an overflow
+    monkeypatch.setenv("PRUNEKIT_STORAGE_RETRY_DELAY", "5")
+    monkeypatch.setenv("PRUNEKIT_STORAGE_RETRY_MAX_DELAY", "12")
+    assert [WorkerSettings().storage_retry_wait(n) for n in (1, 2, 3)] == [5, 10, 12]
+    monkeypatch.setenv("PRUNEKIT_STORAGE_RETRY_DELAY", "-1")
+    with pytest.raises(ValueError, match="storage_retry_delay"):
+        WorkerSettings()
+
+
+def test_store_retry_backoff_sqlite(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        exercise_retry_backoff(store)
+    finally:
+        store.dispose()
 
 
 def test_store_state_machine_sqlite(tmp_path: Path) -> None:

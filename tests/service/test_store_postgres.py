@@ -15,7 +15,12 @@ import pytest
 
 from prunekit.client import Client
 from svc_helpers import TS_SPEC, Models, base_env, pg_schema, start_api
-from test_service_units import exercise_store, exercise_upgrade_and_recovery, exercise_versions
+from test_service_units import (
+    exercise_retry_backoff,
+    exercise_store,
+    exercise_upgrade_and_recovery,
+    exercise_versions,
+)
 from worker.store import JobStore
 
 PG_URL = os.environ.get("PRUNEKIT_TEST_POSTGRES_URL")
@@ -39,6 +44,14 @@ def test_store_state_machine_postgres(pg_schema_url: str) -> None:
         assert store.engine.dialect.name == "postgresql"
         exercise_store(store)
         exercise_versions(store)
+    finally:
+        store.dispose()
+
+
+def test_store_retry_backoff_postgres(pg_schema_url: str) -> None:
+    store = JobStore(pg_schema_url)
+    try:
+        exercise_retry_backoff(store)
     finally:
         store.dispose()
 

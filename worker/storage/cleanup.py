@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from prunekit.job_status import TERMINAL
+from prunekit.job_status import SUCCEEDED, TERMINAL
 
 from ..layout import Layout
 from .base import ObjectStore
@@ -30,7 +30,8 @@ def discard_job_files(objects: ObjectStore, layout: Layout | None, job_id: str, 
 
 def sweep_orphans(objects: ObjectStore, jobs: "JobStore", max_age: float) -> list[str]:
     """Remove what no job will read: unfinished uploads older than ``max_age``, and uploads older
-    than that whose job was never recorded (its API process died mid-submission) or has finished.
+    than that whose job was never recorded (its API process died mid-submission) or has finished
+    (with whatever artifacts a job that did not succeed left: it has none to hand out).
     Returns a line per removal, for the log."""
     removed = [f"unfinished upload {name}" for name in objects.remove_abandoned(max_age)]
     old = [job_id for job_id, age in objects.upload_ages().items() if age > max_age]
@@ -39,6 +40,6 @@ def sweep_orphans(objects: ObjectStore, jobs: "JobStore", max_age: float) -> lis
         for job_id in old:
             status = statuses.get(job_id)
             if status is None or status in TERMINAL:
-                objects.remove_job(job_id, artifacts=status is None)
+                objects.remove_job(job_id, artifacts=status != SUCCEEDED)
                 removed.append(f"uploads of job {job_id} ({'no record' if status is None else status})")
     return removed
