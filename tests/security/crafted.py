@@ -65,6 +65,13 @@ def shell(marker: Path) -> str:
     return f"__import__('os').system('touch {marker}')"
 
 
+def quoteless(marker: Path) -> str:
+    """The same command as an expression with no quote, no backslash and no dunder: reachable
+    from the names fx puts in scope of the code it generates (``torch`` imports ``os``)."""
+    chars = "+".join(f"chr({ord(c)})" for c in f"touch {marker}")
+    return f"torch.os.system({chars})"
+
+
 def _first_node(doc: dict, op: str) -> dict:
     return next(n for n in doc["graph_module"]["graph"]["nodes"] if op in n["target"])
 
@@ -131,7 +138,36 @@ def pt2_payloads(marker: Path) -> dict[str, Callable[[dict], None]]:
         spec = next(s for s in doc["graph_module"]["signature"]["input_specs"] if "parameter" in s)
         spec["parameter"]["parameter_name"] = "__class__.__init__"
 
+    def input_name(doc: dict) -> None:  # becomes `def forward(self, x=<code>)`: run at exec time
+        _rename_value(doc, "x", f"x={quoteless(marker)}")
+
+    def output_name(doc: dict) -> None:
+        node = _first_node(doc, "conv2d")
+        _rename_value(doc, node["outputs"][0]["as_tensor"]["name"], f"conv2d;{quoteless(marker)};conv2d")
+
+    def stack_trace_line_break(doc: dict) -> None:  # \r ends a line of Python source
+        _first_node(doc, "conv2d")["metadata"]["stack_trace"] = (
+            f'File "m.py", line 1, in forward\n    x\r{quoteless(marker)}\n')
+
     return {k: v for k, v in locals().items() if callable(v) and not k.startswith("_")}
+
+
+def _rename_value(doc: dict, old: str, new: str) -> None:
+    """Rename a graph value everywhere it is named (as torch.export.save would have written it)."""
+    def walk(obj: object) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k == "name" and v == old and "arg" not in obj:
+                    obj[k] = new
+                else:
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+    walk(doc["graph_module"])
+    values = doc["graph_module"]["graph"]["tensor_values"]
+    if old in values:
+        values[new] = values.pop(old)
 
 
 # -- TorchScript payloads: each returns an edit of the top module's source ------------------------

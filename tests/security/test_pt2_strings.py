@@ -49,10 +49,11 @@ def test_the_honest_archive_still_loads_and_prunes(honest: Path) -> None:
     assert res.report.check["upload_max_rel"] is not None
 
 
-@pytest.mark.parametrize("payload", ["sym_size", "guards"])
+@pytest.mark.parametrize("payload", ["sym_size", "guards", "input_name"])
 def test_control_torch_alone_runs_the_payload(payload: str, honest: Path, tmp_path: Path) -> None:
     """Without PruneKit's audit the payload runs: the attack is real, and the refusal above is
-    what stops it (torch.export.load parses expr_str; ExportedProgram.module() execs guards)."""
+    what stops it (torch.export.load parses expr_str; ExportedProgram.module() execs guards and
+    the source fx generates from the values' names)."""
     marker = tmp_path / "marker"
     evil = edit_model_json(honest, tmp_path / "evil.pt2", pt2_payloads(marker)[payload])
     code = (f"import torch\ntry:\n    torch.export.load({str(evil)!r}).module()(torch.randn(2, 3, 16, 16))\n"

@@ -15,17 +15,23 @@ node ``target``, operators    :func:`~.op_policy.check_target` (tensor ops only)
 node metadata                 a grammar per field (module paths, op names, JSON text)
 ``stack_trace``, op string    free text: stored or passed as a value, never parsed
 arguments (``as_string``)
+value names (``name``,        Python identifiers: fx writes them into the source it ``exec``s (a
+``as_name``)                  placeholder's name becomes a parameter of ``def forward``)
 custom objects                refused (they are torchbind classes restored by pickle)
 pytree ``context``, custom   JSON text holding user data (dict keys): must decode, strings free
 everything else               names: no quotes, backslashes or control characters, no dunders
 ============================= ==========================================================
 
-Anything outside is refused as ``unsafe_model_file``, naming the member and the JSON path.
+Free text may hold newlines but no other line break (``\r`` ends a line of Python source too, so
+a stack trace printed into a comment of generated code could not break out of it).  Anything
+outside is refused as ``unsafe_model_file``, naming the member and the JSON path.  Before any of
+this, :func:`~.pt2_layout.check_pt2_layout` refuses members that are code (AOTInductor libraries).
 """
 
 from __future__ import annotations
 
 import json
+import keyword
 import re
 import zipfile
 from pathlib import Path
@@ -33,6 +39,7 @@ from pathlib import Path
 from ...errors import InvalidModelFile, UnsafeModelFile
 from ...limits import Limits
 from .op_policy import check_target
+from .pt2_layout import check_pt2_layout
 from .sym_grammar import SYMBOL_NAME, Refused, check_guard, check_sym_expr
 from .zip_limits import check_zip, read_member
 
@@ -44,6 +51,11 @@ DUNDER = re.compile(r"(^|[.\[])__\w*__($|[.\]])")
 DOTTED = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 TORCH_FN = re.compile(r"[\w.;<> \-]{0,4096}")
 FREE_TEXT_KEYS = frozenset({"stack_trace", "as_string", "as_strings"})
+# Graph values' names (not a node input's schema-argument name): fx generates Python source from
+# them and execs it.
+IDENTIFIER_KEYS = frozenset({"name", "as_name"})
+# Every line break Python's str.splitlines knows, but "\n": none belongs in a stack trace.
+LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 JSON_TEXT_KEYS = frozenset({"from_node", "in_spec", "out_spec"})
 # JSON text whose strings are user data that torch only decodes (a pytree node's dict keys, a
 # node's custom metadata): it must be JSON, its strings are free.
@@ -73,6 +85,14 @@ class _Walker:
         elif key in FREE_TEXT_KEYS:
             if len(value) > MAX_FREE_TEXT:
                 raise Refused(f"{key} is longer than {MAX_FREE_TEXT} characters")
+            if LINE_BREAKS.search(value):
+                raise Refused(f"{key} holds a line break other than newline")
+        elif key in IDENTIFIER_KEYS and parent is not None and not ("arg" in parent and "kind" in parent):
+            # (a node input's "name" is its schema argument's name: torch matches it against the
+            # schema and ignores the rest, so it only has to be plain)
+            if not value.isidentifier() or keyword.iskeyword(value) or DUNDER.search(value):
+                shown = value if len(value) <= 60 else value[:57] + "..."
+                raise Refused(f"the value name {shown!r} is not a Python identifier")
         elif key in JSON_DATA_KEYS:
             if len(value) > MAX_FREE_TEXT:
                 raise Refused(f"{key} is longer than {MAX_FREE_TEXT} characters")
@@ -151,6 +171,7 @@ def audit_export_archive(path: "str | Path", limits: Limits) -> None:
     """Raise ``UnsafeModelFile`` / ``InvalidModelFile`` / ``LimitExceeded`` unless every JSON
     member of the ``.pt2`` archive at ``path`` is within its grammar."""
     infos = check_zip(path, limits)
+    check_pt2_layout(infos)
     with zipfile.ZipFile(path) as zf:
         for info in infos:
             name = info.filename
