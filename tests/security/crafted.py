@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,27 @@ class Small(nn.Module):
         return self.fc(self.bn(self.conv(x)).relu().mean((2, 3)))
 
 
+class Stateful(nn.Module):
+    """A module with ``__getstate__``/``__setstate__``: ``torch.jit.load`` runs its ``__setstate__``
+    while it loads the archive, before any audit of the loaded module could look at it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[bool, torch.Tensor]:
+        return (self.training, self.scale)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[bool, torch.Tensor]) -> None:
+        self.training = state[0]
+        self.scale = state[1]
+
+
 SPEC = {"ratio": 0.5, "inputs": [{"shape": [2, 3, 16, 16]}]}
 
 
@@ -40,6 +61,11 @@ def honest_pt2(path: Path) -> Path:
 
 def honest_ts(path: Path) -> Path:
     torch.jit.script(Small().eval()).save(str(path))
+    return path
+
+
+def honest_stateful_ts(path: Path) -> Path:
+    torch.jit.script(Stateful().eval()).save(str(path))
     return path
 
 
@@ -212,6 +238,36 @@ def edit_ts_source(src: Path, dst: Path, edit: Callable[[str], str]) -> Path:
             out = edit(data.decode())
             assert out != data.decode(), "the payload did not apply"
             return out.encode()
+        return data
+
+    return rewrite_zip(src, dst, apply)
+
+
+# -- TorchScript payloads in __setstate__ (run by torch.jit.load itself), each a line of source ----
+
+
+def setstate_payloads(marker: Path) -> dict[str, str]:
+    """Each writes ``marker`` with ``aten::save`` while the archive loads, reaching the op by a
+    different spelling of its name."""
+    m = str(marker)
+    return {
+        "direct": f'_t = torch.save([1], "{m}")',  # the spelling the scan always knew
+        "getattr_namespace": f'_t = getattr(ops, "aten").save([1], "{m}")',
+        "getattr_nested": f'_t = getattr(getattr(ops, "aten"), "save")([1], "{m}")',
+        "namespace_alias": f'_a = ops.aten\n    _t = _a.save([1], "{m}")',
+        "torch_alias": f'_a = torch\n    _t = _a.save([1], "{m}")',
+        "autograd_alias": f'_a = torch.autograd\n    _t = _a.save([1], "{m}")',
+    }
+
+
+def edit_setstate(src: Path, dst: Path, line: str) -> Path:
+    anchor = "    self.scale = (state)[1]\n"
+
+    def apply(name: str, data: bytes) -> bytes:
+        if name.endswith(".py") and b"class Stateful(Module)" in data:
+            text = data.decode()
+            assert anchor in text, "the payload did not apply"
+            return text.replace(anchor, anchor + f"    {line}\n", 1).encode()
         return data
 
     return rewrite_zip(src, dst, apply)

@@ -19,7 +19,7 @@ from prunekit.errors import UnsafeModelFile
 from prunekit.io.loading import load_model
 from prunekit.io.safety.ts_audit import audit_torchscript_module
 
-from crafted import SPEC, edit_ts_source, honest_ts, ts_payloads
+from crafted import SPEC, edit_setstate, edit_ts_source, honest_stateful_ts, honest_ts, setstate_payloads, ts_payloads
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,35 @@ def test_honest_scripted_and_traced_models_still_prune(honest: Path, tmp_path: P
     traced = tmp_path / "traced.pt"
     torch.jit.trace(Small().eval(), torch.randn(2, 3, 16, 16)).save(str(traced))
     assert prunekit.prune(traced, SPEC).report.check["passed"]
+
+
+@pytest.fixture(scope="module")
+def stateful(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return honest_stateful_ts(tmp_path_factory.mktemp("ts") / "stateful.pt")
+
+
+@pytest.mark.parametrize("payload", sorted(setstate_payloads(Path("/nonexistent"))))
+def test_setstate_payload_is_live_in_torch(payload: str, stateful: Path, tmp_path: Path) -> None:
+    """Control: plain ``torch.jit.load`` of each crafted archive writes the file while it loads."""
+    marker = tmp_path / "marker"
+    evil = edit_setstate(stateful, tmp_path / "evil.pt", setstate_payloads(marker)[payload])
+    subprocess.run([sys.executable, "-c", f"import torch; torch.jit.load({str(evil)!r})"],
+                   capture_output=True, timeout=300)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("payload", sorted(setstate_payloads(Path("/nonexistent"))))
+def test_op_reached_by_getattr_or_alias_is_refused_before_load(payload: str, stateful: Path, tmp_path: Path) -> None:
+    """``getattr(ops, "aten").save`` and ``a = ops.aten; a.save`` reach the op as surely as
+    ``torch.save``; in ``__setstate__`` they would run before the loaded graphs are audited."""
+    marker = tmp_path / "marker"
+    evil = edit_setstate(stateful, tmp_path / "evil.pt", setstate_payloads(marker)[payload])
+    with pytest.raises(UnsafeModelFile) as err:
+        load_model(evil)
+    assert "not loaded" in str(err.value)
+    assert not marker.exists()
+
+
+def test_honest_stateful_module_still_loads(stateful: Path) -> None:
+    loaded = load_model(stateful)
+    assert loaded.module(torch.ones(1, 3, 2, 2)).shape == (1, 3, 2, 2)

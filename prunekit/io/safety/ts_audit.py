@@ -9,7 +9,11 @@ archive could read or overwrite server files on load or when its forward runs.
 
 So the source is audited before ``torch.jit.load`` sees it: Python's parser reads it (parsing
 runs nothing) and every name it uses is checked against :mod:`.op_policy`, including names that
-only appear as strings (``getattr(torch, "from_file")``).  After loading, every compiled graph
+only appear as strings (``getattr(torch, "from_file")``, ``getattr(ops, "aten").save``: a
+``getattr`` with a literal is read as the attribute it spells).  TorchScript lets a local name
+hold a namespace (``a = ops.aten`` then ``a.save(...)``), which no text scan can follow, so an
+op root (``torch``, ``ops`` and anything under them) may only be called or have attributes
+taken; used as a value it is refused (torch's serializer never writes that).  After loading, every compiled graph
 (all methods of every module, functions inlined) is checked again by op kind, so an op that the
 text scan could not see is refused before anything runs the model.
 """
@@ -26,15 +30,44 @@ from .op_policy import check_op, denied_names
 from .zip_limits import check_zip, read_member
 
 
+_ROOTS = ("torch", "ops")
+
+
+def _getattr_parts(node: ast.AST) -> "tuple[ast.AST, str] | None":
+    """``getattr(X, "name")`` (TorchScript's getattr takes a string literal): ``(X, "name")``."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+            and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        return node.args[0], node.args[1].value
+    return None
+
+
 def _dotted(node: ast.AST) -> list[str] | None:
+    """The dotted name an expression spells, reading ``getattr(X, "a")`` as ``X.a`` (TorchScript
+    resolves both the same way): ``getattr(ops, "aten").save`` is ``ops.aten.save``."""
     parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif (ga := _getattr_parts(node)) is not None:
+            node, name = ga
+            parts.append(name)
+        else:
+            break
     if isinstance(node, ast.Name):
         parts.append(node.id)
         return parts[::-1]
     return None
+
+
+def _continues_chain(node: ast.AST, parent: ast.AST | None) -> bool:
+    """Whether ``node`` is called, or is the base of a longer name (``node.x``, ``getattr(node, "x")``)."""
+    if isinstance(parent, ast.Attribute):
+        return parent.value is node
+    if isinstance(parent, ast.Call):
+        ga = _getattr_parts(parent)
+        return parent.func is node or (ga is not None and ga[0] is node)
+    return False
 
 
 def _audit_source(member: str, text: str) -> None:
@@ -48,25 +81,31 @@ def _audit_source(member: str, text: str) -> None:
         line = getattr(node, "lineno", "?")
         return UnsafeModelFile(f"the TorchScript archive's {member} (line {line}) {why}; it was not loaded")
 
+    parents: dict[int, ast.AST] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            chain = _dotted(node)
-            if not chain or chain[0] not in ("torch", "ops"):
-                continue  # self.save, x.from_file: attributes of modules and values, not ops
-            if len(chain) >= 3 and (chain[0] == "ops" or chain[:2] == ["torch", "ops"]):
-                ns_at = 1 if chain[0] == "ops" else 2
-                if len(chain) > ns_at + 1:
-                    why = check_op(chain[ns_at], chain[ns_at + 1])
-                    if why:
-                        raise refuse(f"calls {'.'.join(chain)}: {why}", node)
-            if node.attr in denied:
-                raise refuse(f"uses {'.'.join(chain)}, an op that reaches the file system", node)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
-            # getattr(torch, "from_file"): the op's name as a string
-            names = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-            root = _dotted(node.args[0]) if node.args else None
-            if names and names[0] in denied and root and root[0] in ("torch", "ops"):
-                raise refuse(f"looks up {names[0]!r}, an op that reaches the file system", node)
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Attribute, ast.Name, ast.Call)):
+            continue
+        chain = _dotted(node)
+        if not chain or chain[0] not in _ROOTS or (isinstance(node, ast.Call) and _getattr_parts(node) is None):
+            continue  # self.save, x.from_file: attributes of modules and values, not ops
+        shown = ".".join(chain)
+        if len(chain) >= 3 and (chain[0] == "ops" or chain[:2] == ["torch", "ops"]):
+            ns_at = 1 if chain[0] == "ops" else 2
+            if len(chain) > ns_at + 1:
+                why = check_op(chain[ns_at], chain[ns_at + 1])
+                if why:
+                    raise refuse(f"calls {shown}: {why}", node)
+        hit = next((p for p in chain[1:] if p in denied), None)
+        if hit:
+            raise refuse(f"uses {shown}, an op that reaches the file system ({hit})", node)
+        if not _continues_chain(node, parents.get(id(node))):
+            # `a = ops.aten` binds the namespace to a name (TorchScript keeps it), and `a.save(...)`
+            # would reach the op under a name this scan cannot follow: torch never writes that
+            raise refuse(f"uses {shown} as a value (an alias of an op namespace or op)", node)
 
 
 def audit_torchscript_archive(path: "str | Path", limits: Limits) -> None:
