@@ -32,8 +32,9 @@ class InputSpec(BaseModel):
 
     shape: list[int] = Field(min_length=1, description="Shape with the batch dimension first.")
     dtype: DType = "float32"
-    low: int = Field(0, description="Smallest value drawn for integer inputs.")
-    high: int = Field(2, description="One past the largest value drawn for integer inputs.")
+    # torch draws integers as int64: a bound outside it overflows inside torch.randint
+    low: int = Field(0, ge=-(2**63), lt=2**63, description="Smallest value drawn for integer inputs.")
+    high: int = Field(2, ge=-(2**63), lt=2**63, description="One past the largest value drawn for integer inputs.")
 
     @field_validator("shape")
     @classmethod
@@ -157,7 +158,8 @@ class Spec(BaseModel):
         "unstructured magnitude|wanda|gradprobe; more through the prunekit.importance entry points. "
         "taylor, gradprobe and wanda need calibration data.",
     )
-    seed: int = Field(0, description="Seed for random importance and for the check's inputs.")
+    seed: int = Field(0, ge=-(2**63), lt=2**63,  # an int64: torch overflows past it
+                      description="Seed for random importance and for the check's inputs.")
     ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of channels removed per group.")
     layers: dict[str, float] = Field(
         default_factory=dict, description="Per-parameter ratio of its output channels to remove."

@@ -109,3 +109,16 @@ def test_a_job_past_its_memory_limit_fails_and_the_service_keeps_serving(tmp_pat
             assert ok["status"] == "succeeded", ok
     finally:
         api.stop()
+
+
+@pytest.mark.parametrize("field, spec", [
+    ("seed", {**SPEC, "seed": 10**30}),
+    ("inputs.0.low", {**SPEC, "inputs": [{"shape": [2, 3, 16, 16], "dtype": "int64", "low": -10**30}]}),
+    ("inputs.0.high", {**SPEC, "inputs": [{"shape": [2, 3, 16, 16], "dtype": "int64", "high": 10**30}]}),
+])
+def test_integers_past_int64_are_refused_naming_the_field(field: str, spec: dict, tmp_path: Path) -> None:
+    """torch seeds and draws in int64: a larger number overflowed inside torch (an unexpected
+    ValueError, an internal_error for the service) instead of a spec error naming the field."""
+    with pytest.raises(InvalidSpec) as err:
+        prunekit.prune(honest_ts(tmp_path / "small.pt"), spec)
+    assert field in str(err.value)

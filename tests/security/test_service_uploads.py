@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crafted import SPEC, edit_model_json, edit_ts_source, honest_pt2, honest_ts, pt2_payloads, ts_payloads
+from crafted import (SPEC, edit_model_json, edit_setstate, edit_ts_source, honest_pt2, honest_stateful_ts, honest_ts,
+                     pt2_payloads, setstate_payloads, ts_payloads)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,8 @@ def _files(tmp: Path) -> dict[str, tuple[Path, str]]:
         "pt2_file_op": (edit_model_json(pt2, tmp / "c.pt2", pt2_payloads(marker)["file_op"]), "unsafe_model_file"),
         "ts_setstate": (edit_ts_source(ts, tmp / "d.pt", ts_payloads(marker)["setstate_at_load"]), "unsafe_model_file"),
         "ts_writes": (edit_ts_source(ts, tmp / "e.pt", ts_payloads(marker)["forward_writes_a_file"]), "unsafe_model_file"),
+        "ts_alias_at_load": (edit_setstate(honest_stateful_ts(tmp / "st.pt"), tmp / "f.pt",
+                                           setstate_payloads(marker)["namespace_alias"]), "unsafe_model_file"),
     }
     bomb = honest_ts(tmp / "bomb.pt")
     with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as zf:
