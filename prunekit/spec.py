@@ -345,6 +345,10 @@ def parse_spec(raw: "Spec | dict | str | bytes | Path") -> Spec:
             raw = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InvalidSpec(f"spec is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:  # [[[[...: Python's parser recurses once per level
+            raise InvalidSpec("spec is not valid JSON: it is nested too deeply") from None
+        except ValueError as exc:  # an integer of more than 4,300 digits (Python's own limit)
+            raise InvalidSpec(f"spec is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(raw, dict):
         raise InvalidSpec("spec must be a JSON object")
     try:

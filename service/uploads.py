@@ -140,7 +140,7 @@ async def receive_multipart(
                        "send the job as multipart/form-data with a 'model' file and a 'spec' field")
     body_limit = max_file_bytes * len(file_fields) + max_text_bytes * len(text_fields) + FORM_OVERHEAD
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and len(declared) < 19 and int(declared) > body_limit:
         if int(declared) - body_limit <= DRAIN_LIMIT:
             await _drain(request.stream(), 0)
         raise ApiError(413, "payload_too_large",

@@ -56,6 +56,8 @@ def read_json(path: Path, what: str) -> dict:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidModelFile(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # Python's parser recurses once per level of nesting
+        raise InvalidModelFile(f"{what} is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidModelFile(f"{what} is not a JSON object")
     return data
@@ -129,6 +131,8 @@ def peek_config(path: "str | Path | BinaryIO", container: str, limits: Limits) -
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidModelFile(f"{CONFIG} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidModelFile(f"{CONFIG} is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidModelFile(f"{CONFIG} is not a JSON object")
     return data

@@ -122,9 +122,12 @@ def safetensors_header(source: "Path | BinaryIO") -> dict:
         with open(source, "rb") as f:  # type: ignore[arg-type]
             raw = _read_safetensors_header(f)
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8 text, or nested too deeply
         raise InvalidModelFile("safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise InvalidModelFile("safetensors header is not a JSON object")
+    return header
 
 
 def _read_safetensors_header(f: BinaryIO) -> bytes:

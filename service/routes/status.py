@@ -8,6 +8,8 @@ clients that would rather be told, a server-sent event stream (:mod:`service.eve
 
 from __future__ import annotations
 
+import re
+
 from typing import Annotated
 
 import anyio
@@ -21,6 +23,8 @@ from ..errors import ApiError
 from ..events import job_events
 from ..heads import HeadReader
 from .jobs import _ERRORS, _valid_id, job_view
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # an event id we sent: a job's version
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -124,7 +128,8 @@ async def job_events_route(
     settings = request.app.state.settings
     slots = request.app.state.stream_slots
     slots.check()
-    last_seen = int(last_event_id) if last_event_id and last_event_id.strip().isdigit() else None
+    # ASCII digits, bounded: str.isdigit() accepts '²' and int() refuses 5,000 digits (both were 500s)
+    last_seen = int(last_event_id.strip()) if last_event_id and _EVENT_ID.fullmatch(last_event_id.strip()) else None
     stream = job_events(
         job_id=job_id, tenant=tenant, heads=request.app.state.heads, render=_renderer(request),
         last_seen=last_seen, interval=settings.events_interval, heartbeat=settings.events_heartbeat,
