@@ -267,6 +267,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     load = _load_stage(model, spec, inputs, calibration)
     prog.start("capture", f"capturing the {load.loaded.format} model as a graph")
     cap = capture(load.loaded, load.sigs, seed=spec.seed)
+    load.sigs = cap.sigs or load.sigs  # with the dynamic dims besides the batch the upload takes
     release_freed()  # capture's scaffolding is gone: do not carry its peak into the later stages
     names = symbol_names(cap.gm)
     try:
@@ -407,7 +408,9 @@ def _analyse_stage(load: _Load, cap, spec: Spec, *, eager: bool, rules: RuleSet 
     """``eager``: the architecture's own forward will run the result (state-dict output)."""
     module = load.loaded.module
     frozen = frozen_tensors(module) if eager and isinstance(module, nn.Module) and not isinstance(module, torch.jit.ScriptModule) else {}
-    example2 = sample_inputs(load.sigs, cap.example[0].shape[0] + 1, spec.seed + 7) if cap.dynamic_batch else None
+    varies = any(s.vary for s in load.sigs)
+    example2 = (sample_inputs(load.sigs, cap.example[0].shape[0] + (1 if cap.dynamic_batch else 0), spec.seed + 7, second=True)
+                if cap.dynamic_batch or varies else None)
     return analyse(cap.gm, cap.example, example2, frozen=frozen, eager=eager, rules=rules,
                    normalized_dims=spec.normalized_dims)
 
@@ -636,7 +639,7 @@ def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec:
 def _export_stage(load: _Load, cap, pruned: fx.GraphModule, checked: _Checked, spec: Spec, out_dir: Path,
                   prog: "_Progress") -> _Exported:
     artifacts, load_back = export_mod.write(
-        pruned, load.out_fmt, out_dir, cap.example, cap.dynamic_batch,
+        pruned, load.out_fmt, out_dir, cap.example, cap.dynamic_batch, sigs=load.sigs,
         architecture=load.loaded.architecture or spec.architecture, config=load.loaded.config,
         state_names=list(_original_state_names(load.loaded, cap.gm)),
     )

@@ -35,6 +35,9 @@ class InputSpec(BaseModel):
     # torch draws integers as int64: a bound outside it overflows inside torch.randint
     low: int = Field(0, ge=-(2**63), lt=2**63, description="Smallest value drawn for integer inputs.")
     high: int = Field(2, ge=-(2**63), lt=2**63, description="One past the largest value drawn for integer inputs.")
+    dims: list[int] | None = Field(
+        None, description="Dimensions that take any size (default [0], the batch; e.g. [0, 1] for a sequence "
+        "length). A .pt2 says this itself; for TorchScript and state-dict uploads nothing else can.")
 
     @field_validator("shape")
     @classmethod
@@ -49,6 +52,10 @@ class InputSpec(BaseModel):
     def _range(self) -> "InputSpec":
         if self.high <= self.low:
             raise ValueError("high must be greater than low")
+        if self.dims is not None:
+            bad = [d for d in self.dims if not 0 <= d < len(self.shape)]
+            if bad or len(set(self.dims)) != len(self.dims):
+                raise ValueError(f"dims must be distinct dimensions of the shape (0 to {len(self.shape) - 1}), got {self.dims}")
         return self
 
 

@@ -25,8 +25,8 @@ from ..errors import CaptureFailed
 from ..io.formats import EAGER_FORMATS
 from ..io.inputs import InputSignature, sample_inputs
 from ..io.loading import LoadedModel
-from .export_program import (batch_is_dynamic, check_inputs_fit_program, export_eager, fit_example_to_program,
-                             relax_batch)
+from .export_program import (batch_is_dynamic, check_inputs_fit_program, dynamic_dims_of_program, export_eager,
+                             fit_example_to_program, relax_batch)
 from .fused import open_fused_ops
 from .passes import fold_scalar_arithmetic, map_lifted_constants, promote_to_parameters, strip_runtime_guards
 from .torchscript import convert_torchscript
@@ -45,6 +45,18 @@ class Captured:
     upload: object = None            # the model as uploaded, callable (see upload_runner)
     upload_batch: int | None = None  # the one batch size the upload takes (None: any)
     before: fx.GraphModule | None = None  # the capture before consumers were subselected (prune/inputs.py)
+    sigs: list[InputSignature] | None = None  # the inputs, with the dynamic dims besides the batch (``vary``)
+
+
+def _keeps_dims(gm: fx.GraphModule, sigs: list[InputSignature]) -> None:
+    """Every dimension the signatures call dynamic is symbolic in the captured graph's inputs:
+    else the pruned model would accept fewer sizes than the upload."""
+    vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    lost = [f"inputs.{i} dim {d}" for i, (v, sig) in enumerate(zip(vals, sigs)) for d, _ in sig.vary
+            if isinstance(v, torch.Tensor) and d < v.dim() and not isinstance(v.shape[d], torch.SymInt)]
+    if lost:
+        raise CaptureFailed(f"the capture fixed {', '.join(lost)} to the example's size although the upload takes any "
+                            "size there (spec inputs[i].dims): the pruned model would accept fewer input sizes")
 
 
 def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:
@@ -54,18 +66,19 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
     own_batch = sigs[0].shape[0] if sigs else CAPTURE_BATCH
     if loaded.program is not None:
         check_inputs_fit_program(loaded.program, sigs)
+        sigs = dynamic_dims_of_program(loaded.program, sigs)
         example = fit_example_to_program(loaded.program, example)
     upload = upload_runner(loaded)
     example = probe_upload(upload, sigs, seed, own_batch, example)
     if loaded.format in EAGER_FORMATS:
         try:
-            ep, dynamic = export_eager(loaded.module, example, notes)
+            ep, dynamic = export_eager(loaded.module, example, notes, sigs)
         except CaptureFailed:
             if own_batch == example[0].shape[0]:
                 raise
             # a model written for one batch size (``x.view(1, -1)``) exports only at that size
             example = sample_inputs(sigs, own_batch, seed)
-            ep, dynamic = export_eager(loaded.module, example, notes)
+            ep, dynamic = export_eager(loaded.module, example, notes, sigs)
     elif loaded.format == "torchscript":
         ep, example = convert_torchscript(loaded.module, sigs, seed, own_batch, example, notes)
         dynamic = batch_is_dynamic(ep)
@@ -76,7 +89,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
         dynamic = batch_is_dynamic(ep)
         example = sample_inputs(sigs, CAPTURE_BATCH, seed)  # the probe ran it fitted to the program
         if not dynamic:
-            relaxed = relax_batch(ep, example)
+            relaxed = relax_batch(ep, example, sigs)
             if relaxed is not None:
                 ep, dynamic = relaxed, True
                 notes.append("the export archive had a fixed batch size; its batch dimension was made dynamic")
@@ -90,5 +103,6 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
         promote_to_parameters(gm, loaded.param_names)
         map_lifted_constants(gm, dict(loaded.module.named_parameters()))
         fold_scalar_arithmetic(gm)
+    _keeps_dims(gm, sigs)
     return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes, upload=upload,
-                    upload_batch=upload_fixed_batch(loaded))
+                    upload_batch=upload_fixed_batch(loaded), sigs=sigs)

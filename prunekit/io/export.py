@@ -52,30 +52,50 @@ def atomic_path(final: Path):
             os.unlink(tmp)
 
 
+_SIZE_VALUES = (torch.SymInt, torch.SymFloat, torch.SymBool)
+_SIZE_ARITHMETIC = ("_operator", "operator", "math")
+
+
 def _is_size(v: object) -> bool:
-    """A graph value that is an int computed from tensor sizes (not a tensor)."""
+    """A graph value that is a *symbolic* size: ``x.size(d)`` or arithmetic on such sizes.
+
+    Only these need the rewriting below; a plain int is a constant in any trace, and a tensor is
+    never a size (``operator.getitem`` of an op's tuple output is a tensor: treating it as a size
+    rewrote the tensor ops that read it, ``to()`` with a layout and ``index`` among them)."""
     if not isinstance(v, fx.Node):
         return False
     if v.op == "call_method" and v.target == "size":
         return True
-    val = v.meta.get("val")
-    return isinstance(val, (int, float, torch.SymInt, torch.SymFloat)) or (
-        v.op == "call_function" and not isinstance(v.target, torch._ops.OpOverload)
-        and getattr(v.target, "__module__", "") in ("_operator", "operator", "torch")
-    )
+    if "val" in v.meta:
+        return isinstance(v.meta["val"], _SIZE_VALUES)
+    return (v.op == "call_function" and getattr(v.target, "__module__", "") in _SIZE_ARITHMETIC
+            and any(_is_size(a) for a in v.args))
+
+
+def _takes_size(node: fx.Node) -> bool:
+    values = list(node.args) + list(node.kwargs.values())
+    return any(_is_size(v) for a in values for v in (a if isinstance(a, (list, tuple)) else [a]))
+
+
+def _traced_slice(x: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1) -> torch.Tensor:
+    """``aten.slice`` by indexing: the tracer records the bounds as the sizes they came from
+    (the op itself has no Python binding the tracer follows, so its bounds became constants:
+    BERT's ``position_ids[:, :seq]`` was written at the example's length)."""
+    return x[(slice(None),) * (dim % x.dim()) + (slice(start, end, step),)]
 
 
 # Internal ops with no Python binding, and the public op that computes the same thing.
 _TRACEABLE_ALIASES = {"_unsafe_view": "reshape"}
+_TRACEABLE_FUNCTIONS = {torch.ops.aten.slice.Tensor: _traced_slice}
 
 
 def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
-    """Make batch-dependent sizes survive ``torch.jit.trace``.
+    """Make input-dependent sizes survive ``torch.jit.trace``.
 
     The tracer records ``x.size(d)`` as ``aten::size`` and follows it into calls made through
     torch's Python bindings, but an ``OpOverload`` call turns it into a constant.  So sizes become
-    ``x.size(d)`` and ops that take them are called through ``torch._C._VariableFunctions`` or as
-    tensor methods.
+    ``x.size(d)``, and the ops that take a symbolic size (and only those) are called through
+    ``torch._C._VariableFunctions`` or as tensor methods (slices by indexing).
     """
     gm = shared_copy(gm)
     graph = gm.graph
@@ -88,9 +108,10 @@ def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
             node.replace_all_uses_with(new)
             graph.erase_node(node)
     for node in list(graph.nodes):
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) or not _takes_size(node):
             continue
-        if not any(_is_size(v) for a in node.args for v in (a if isinstance(a, (list, tuple)) else [a])):
+        if node.target in _TRACEABLE_FUNCTIONS:
+            node.target = _TRACEABLE_FUNCTIONS[node.target]
             continue
         name = _TRACEABLE_ALIASES.get(node.target.overloadpacket.__name__, node.target.overloadpacket.__name__)
         if hasattr(torch._C._VariableFunctions, name):
@@ -121,11 +142,13 @@ def to_torchscript(gm: fx.GraphModule, example: tuple) -> torch.jit.ScriptModule
             raise ExportFailed(f"TorchScript conversion of the pruned model failed: {first_line(exc, with_type=True)}") from None
 
 
-def to_export(gm: fx.GraphModule, example: tuple, dynamic: bool) -> "torch.export.ExportedProgram":
+def to_export(gm: fx.GraphModule, example: tuple, dynamic: bool, sigs=None) -> "torch.export.ExportedProgram":
+    """Export with the batch (when ``dynamic``) and every dim ``sigs`` calls dynamic left free."""
     try:
         with _quiet():
-            if dynamic:
-                return torch.export.export(gm, example, dynamic_shapes=_dynamic_shapes(len(example)), strict=False)
+            if dynamic or (sigs is not None and any(s.vary for s in sigs)):
+                shapes = _dynamic_shapes(len(example), sigs, batch=dynamic)
+                return torch.export.export(gm, example, dynamic_shapes=shapes, strict=False)
             return torch.export.export(gm, example, strict=False)
     except Exception as exc:
         raise ExportFailed(f"torch.export of the pruned model failed: {first_line(exc, with_type=True)}") from None
@@ -146,6 +169,7 @@ def write(
     architecture: str | None = None,
     config: dict | None = None,
     state_names: list[str] | None = None,
+    sigs=None,
 ) -> tuple[dict[str, Path], Callable[[], nn.Module]]:
     """Write ``gm`` as ``fmt`` into ``out_dir``; return the artifacts and a loader for the model file."""
     out_dir = Path(out_dir)
@@ -156,7 +180,7 @@ def write(
             torch.jit.save(ts, str(tmp))
         return {path.name: path}, lambda: torch.jit.load(str(path), map_location="cpu")
     if fmt == "export":
-        ep = to_export(gm, example, dynamic)
+        ep = to_export(gm, example, dynamic, sigs)
         with atomic_path(path) as tmp:
             torch.export.save(ep, str(tmp))
         return {path.name: path}, lambda: torch.export.load(str(path)).module()

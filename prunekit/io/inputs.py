@@ -1,12 +1,15 @@
 """Example inputs: from the spec, the architecture's defaults, or a safetensors file.
 
 Shapes are batch-first.  Capture uses a batch of 2 (a batch of 1 makes export specialise the batch
-dimension); the check draws fresh random inputs at two batch sizes.
+dimension); the check draws fresh random inputs at two batch sizes.  Dimensions other than the
+batch that take any size (a sequence length: ``inputs[i].dims``, or a ``.pt2``'s own symbolic
+sizes) carry a second size in ``vary``: the second batch the check draws is drawn at those sizes,
+so every dynamic dimension is exercised at two sizes, and an output that lost one fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,9 +31,14 @@ class InputSignature:
     dtype: torch.dtype
     low: int = 0
     high: int = 2
+    vary: tuple[tuple[int, int], ...] = ()  # (dim, its second size) for each dynamic dim besides the batch
 
-    def sample(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        shape = (batch, *self.shape[1:])
+    def sample(self, batch: int, generator: torch.Generator, second: bool = False) -> torch.Tensor:
+        shape = [batch, *self.shape[1:]]
+        if second:
+            for d, size in self.vary:
+                shape[d] = size
+        shape = tuple(shape)
         if self.dtype.is_floating_point:
             return torch.randn(shape, generator=generator).to(self.dtype)
         if self.dtype == torch.bool:
@@ -68,7 +76,8 @@ def from_specs(specs: list[InputSpec] | list[dict]) -> list[InputSignature]:
     out = []
     for s in specs:
         s = s if isinstance(s, InputSpec) else InputSpec.model_validate(s)
-        out.append(InputSignature(tuple(s.shape), _DTYPES[s.dtype], s.low, s.high))
+        sig = InputSignature(tuple(s.shape), _DTYPES[s.dtype], s.low, s.high)
+        out.append(with_spec_dims([sig], [s.dims])[0] if s.dims else sig)
     check_example_size([sig.shape for sig in out])
     return out
 
@@ -102,6 +111,32 @@ def from_safetensors(path: Path) -> list[InputSignature]:
     return sigs
 
 
-def sample_inputs(sigs: list[InputSignature], batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+def sample_inputs(sigs: list[InputSignature], batch: int, seed: int, second: bool = False) -> tuple[torch.Tensor, ...]:
+    """Inputs at ``batch``; ``second``: every dynamic dimension besides the batch at its second size."""
     g = torch.Generator().manual_seed(seed)
-    return tuple(s.sample(batch, g) for s in sigs)
+    return tuple(s.sample(batch, g, second) for s in sigs)
+
+
+def second_size(size: int, lo: int = 1, hi: int | None = None) -> int | None:
+    """Another size for a dynamic dimension of example size ``size`` within ``[lo, hi]``: one
+    less (sequences have a maximum length more often than a minimum), else one more; never 1
+    (export specialises size 1), ``None`` when the range holds no other."""
+    for c in (size - 1, size + 1):
+        if c >= max(lo, 2) and (hi is None or c <= hi):
+            return c
+    return None
+
+
+def with_spec_dims(sigs: list[InputSignature], dims: list["list[int] | None"]) -> list[InputSignature]:
+    """The signatures with the dimensions the spec names dynamic (``inputs[i].dims``) given a
+    second size; dims of one example size share it (a sequence read by two inputs)."""
+    out = []
+    for sig, ds in zip(sigs, dims):
+        vary = tuple((d, s2) for d in sorted(set(ds or ())) if d > 0 and (s2 := second_size(sig.shape[d])) is not None)
+        out.append(replace(sig, vary=vary))
+    return out + list(sigs[len(out):])
+
+
+def dynamic_dims_text(sigs: list[InputSignature]) -> str:
+    """``inputs.0 dim 1`` for every dynamic dimension besides the batch (for messages)."""
+    return ", ".join(f"inputs.{i} dim {d}" for i, s in enumerate(sigs) for d, _ in s.vary)

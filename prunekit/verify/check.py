@@ -106,9 +106,16 @@ def compare_outputs(ref, got, *, restrict=None, scale_floor: float = 1e-12, stru
 
 def check_inputs(sigs: list[InputSignature], batch_sizes: list[int], seed: int):
     """The check's inputs, ``(batch, inputs)`` per batch size: the upload comparison and the
-    pruned-vs-masked check draw exactly the same ones."""
+    pruned-vs-masked check draw exactly the same ones.  Every batch after the first is drawn with
+    the dynamic dimensions besides the batch at their second size (``InputSignature.vary``)."""
     for i, b in enumerate(batch_sizes):
-        yield b, sample_inputs(sigs, b, seed + 1000 + i)
+        yield b, sample_inputs(sigs, b, seed + 1000 + i, second=i > 0)
+
+
+def where(b: int, x: tuple) -> str:
+    """``batch 3`` and, where an input has more than one dimension, the shapes run."""
+    shapes = [list(t.shape) for t in x if isinstance(t, torch.Tensor) and t.dim() > 1]
+    return f"batch {b}" + (f" (input shapes {', '.join(map(str, shapes))})" if shapes else "")
 
 
 def verify(
@@ -135,11 +142,11 @@ def verify(
             try:
                 got = pruned(*x)
             except Exception as exc:
-                raise CheckFailed(f"the pruned model does not run at batch {b}: {first_line(exc)}") from None
+                raise CheckFailed(f"the pruned model does not run at {where(b, x)}: {first_line(exc)}") from None
             ref = masked(*x)
         dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
         if dev.problem:
-            raise CheckFailed(f"the pruned model does not match the masked original at batch {b}: {dev.problem}")
+            raise CheckFailed(f"the pruned model does not match the masked original at {where(b, x)}: {dev.problem}")
         n_out = len([t for t in tree_flatten(got)[0] if isinstance(t, torch.Tensor)])
         if outputs is not None:
             outputs.append((b, x, got))
@@ -194,20 +201,20 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
                 ref = upload(*x)
             except Exception as exc:
                 raise CheckFailed(
-                    f"{reference} raises at batch {b} ({first_line(exc, with_type=True)}) but {what} "
+                    f"{reference} raises at {where(b, x)} ({first_line(exc, with_type=True)}) but {what} "
                     "does not: part of the model was lost, so nothing is handed out"
                 ) from None
             try:
                 got = captured(*x)
             except Exception as exc:
-                raise CheckFailed(f"{what} does not run at batch {b}: {first_line(exc)}") from None
+                raise CheckFailed(f"{what} does not run at {where(b, x)}: {first_line(exc)}") from None
         dev = compare_outputs(ref, got)
         if dev.problem:
-            raise CheckFailed(f"{what} does not match {reference} at batch {b}: {dev.problem}")
+            raise CheckFailed(f"{what} does not match {reference} at {where(b, x)}: {dev.problem}")
         worst = max(worst, dev.max_rel)
         if dev.max_rel > tolerance:
             raise CheckFailed(
-                f"{what} differs from {reference} by {dev.max_rel:.3g} (relative) at batch {b}, "
+                f"{what} differs from {reference} by {dev.max_rel:.3g} (relative) at {where(b, x)}, "
                 f"above the tolerance {tolerance:g}: {what} is wrong for this model"
             )
     return worst
