@@ -211,21 +211,47 @@ def batch_norm_weights(a: Analysis) -> set[str]:
     return out
 
 
+SCORE_CHUNK = 1 << 22  # elements scored at once: bounds the working copy whatever the tensor's size
+
+
+def score_dtype(t: torch.Tensor) -> torch.dtype:
+    """Scores are computed in the weights' own dtype, half precisions widened to float32 (never
+    float64: a copy of a 1 B-parameter model in float64 is 8.8 GB, and float32's pairwise sums
+    rank the same channels on every test model)."""
+    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def slice_scores(t: torch.Tensor, dim: int, score: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """``score`` of every slice of ``t`` along ``dim`` (a row per index of ``dim``), in chunks of
+    rows so no more than :data:`SCORE_CHUNK` elements are copied or widened at a time."""
+    moved = t.movedim(dim, 0)
+    n = moved.shape[0]
+    per_row = max(1, moved[0].numel()) if n else 1
+    step = max(1, SCORE_CHUNK // per_row)
+    dtype = score_dtype(t)
+    parts = [score(moved[i:i + step].reshape(min(step, n - i), -1).to(dtype)) for i in range(0, n, step)]
+    if not parts:
+        return np.zeros(0, dtype=np.float64)
+    return torch.cat(parts).to(torch.float64).numpy()
+
+
 def channel_scores(a: Analysis, tensors: dict[str, torch.Tensor], roots: np.ndarray,
                    score: Callable[[torch.Tensor], torch.Tensor], only: set[str] | None = None) -> np.ndarray:
-    """Importance of every component (indexed by root atom): ``score`` summed over its slices."""
+    """Importance of every component (indexed by root atom): ``score`` summed over its slices
+    (each slice scored in :func:`score_dtype`, the sums across slices in float64)."""
     total = np.zeros(len(roots), dtype=np.float64)
-    for name, lab in a.attr_labels.items():
-        t = tensors.get(name)
-        if t is None or not t.is_floating_point() or (only is not None and name not in only):
-            continue
-        t = t.detach().double()
-        for dim, arr in enumerate(lab):
-            if arr is None or t.dim() == 0:
+    with torch.no_grad():
+        for name, lab in a.attr_labels.items():
+            t = tensors.get(name)
+            if t is None or not t.is_floating_point() or (only is not None and name not in only):
                 continue
-            s = score(t.movedim(dim, 0).reshape(t.shape[dim], -1)).numpy()
-            ok = arr >= 0
-            np.add.at(total, roots[arr[ok]], s[ok])
+            t = t.detach()
+            for dim, arr in enumerate(lab):
+                if arr is None or t.dim() == 0:
+                    continue
+                s = slice_scores(t, dim, score)
+                ok = arr >= 0
+                np.add.at(total, roots[arr[ok]], s[ok])
     return total
 
 
