@@ -27,7 +27,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -160,52 +159,6 @@ MODELS = {"resnet50": ResNet50, "vit_b_16": ViTB16}
 # ---------------------------------------------------------------------------------------- child
 
 
-class StageMemory:
-    """RSS sampled in a thread, attributed to the stage the progress callback says is running."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        import psutil
-
-        self.proc, self.interval = psutil.Process(), interval
-        self.stage: str | None = None
-        self.start_rss: dict[str, int] = {}
-        self.peak: dict[str, int] = {}
-        self.cpu_start: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}  # process CPU seconds per stage (less sensitive to a busy machine)
-        self.overall = self.base = self.proc.memory_info().rss
-        self._stop = threading.Event()
-
-    def progress(self, stage: str, fraction: float, message: str) -> None:
-        rss, cpu = self.proc.memory_info().rss, time.process_time()
-        if message.endswith(" done"):
-            self.peak[stage] = max(self.peak.get(stage, 0), rss)
-            self.cpu[stage] = round(cpu - self.cpu_start.get(stage, cpu), 3)
-            self.stage = None
-        elif stage != self.stage:  # a stage starts (other calls are progress ticks inside it)
-            self.stage = stage
-            self.start_rss[stage] = rss
-            self.peak[stage] = rss
-            self.cpu_start[stage] = cpu
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            rss = self.proc.memory_info().rss
-            self.overall = max(self.overall, rss)
-            st = self.stage
-            if st is not None:
-                self.peak[st] = max(self.peak.get(st, 0), rss)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
-
-
 def child(name: str, fmt: str, out_path: Path, threads: int) -> None:
     import gc
 
@@ -233,7 +186,9 @@ def child(name: str, fmt: str, out_path: Path, threads: int) -> None:
     del model
     gc.collect()
     out_dir = tmp / "out"
-    mem = StageMemory()
+    from bench._memory import Rss
+
+    mem = Rss()
     t0 = time.perf_counter()
     with mem:
         res = prunekit.prune_to_dir(path, spec, out_dir, progress=mem.progress)
@@ -251,10 +206,10 @@ def child(name: str, fmt: str, out_path: Path, threads: int) -> None:
         "barriers": sorted({b["op"] for b in rep.barriers}),
         "check": rep.check, "dynamic_batch": rep.dynamic_batch,
         "wall_s": round(wall, 3), "timings_s": rep.timings, "cpu_s": mem.cpu,
-        "rss_base_mb": round(mem.base / mb), "rss_peak_mb": round(mem.overall / mb),
+        "rss_base_mb": round(mem.base / mb), "rss_peak_mb": round(mem.peak / mb),
         "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "stage_rss_peak_mb": {s: round(v / mb) for s, v in mem.peak.items()},
-        "stage_rss_growth_mb": {s: round((mem.peak[s] - mem.start_rss[s]) / mb) for s in mem.peak if s in mem.start_rss},
+        "stage_rss_peak_mb": {s: round(v / mb) for s, v in mem.stage_peak.items()},
+        "stage_rss_growth_mb": {s: round(v / mb) for s, v in mem.stage_growth().items()},
         "warnings": rep.warnings,
     }
     out_path.write_text(json.dumps(row))

@@ -45,6 +45,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench._memory import Rss
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -94,32 +96,6 @@ def architecture(name: str):
 
 
 # ------------------------------------------------------------------------------------------ memory
-
-
-class Rss:
-    """This process's RSS sampled every 10 ms in a thread (tracemalloc does not see torch)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.base = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 # ------------------------------------------------------------------------------------------ children
