@@ -28,7 +28,7 @@ from ..io.loading import LoadedModel
 from .export_program import (batch_is_dynamic, check_inputs_fit_program, dynamic_dims_of_program, export_eager,
                              fit_example_to_program, relax_batch)
 from .fused import open_fused_ops
-from .passes import fold_scalar_arithmetic, map_lifted_constants, promote_to_parameters, strip_runtime_guards
+from .passes import fold_scalar_arithmetic, inline_grad_mode, map_lifted_constants, promote_to_parameters, strip_runtime_guards
 from .torchscript import convert_torchscript
 from .upload import probe_upload, upload_fixed_batch, upload_runner
 
@@ -99,6 +99,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
     ep = open_fused_ops(ep, example, notes)
     gm = ep.module()
     strip_runtime_guards(gm)
+    inline_grad_mode(gm)
     if loaded.format == "torchscript":
         promote_to_parameters(gm, loaded.param_names)
         map_lifted_constants(gm, dict(loaded.module.named_parameters()))

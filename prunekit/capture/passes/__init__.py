@@ -11,14 +11,17 @@ pass                        what it fixes
                             batch and sequence length in the retrace, as ``operator`` calls
 ``promote_parameters``      TS2EP's parameters lifted as buffers, back to parameters
 ``map_lifted_constants``    TS2EP's anonymous lifted constants, back to their parameter names
+``inline_grad_mode``        ``@torch.no_grad()`` regions kept by export (a rotary embedding's),
+                            which are barriers; inference does not need them
 =========================== ====================================================================
 """
 
 from .fold_scalar_arithmetic import fold_scalar_arithmetic
+from .inline_grad_mode import inline_grad_mode
 from .map_lifted_constants import map_lifted_constants
 from .promote_parameters import owner_of, promote_to_parameters
 from .scalar_ops_to_python import scalar_ops_to_python
 from .strip_runtime_guards import strip_runtime_guards
 
-__all__ = ["fold_scalar_arithmetic", "map_lifted_constants", "owner_of", "promote_to_parameters", "scalar_ops_to_python",
+__all__ = ["fold_scalar_arithmetic", "inline_grad_mode", "map_lifted_constants", "owner_of", "promote_to_parameters", "scalar_ops_to_python",
            "strip_runtime_guards"]
