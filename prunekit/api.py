@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from . import sweep as sweep_mod
 from .analysis.eager_limits import frozen_tensors
+from .analysis.heads import attention_heads
 from .analysis.ruleset import RulesArg, RuleSet, extra_rules
 from .analysis.walk import analyse
 from .artifacts import ARTIFACT_NAMES, MANIFEST_NAME, REPORT_NAME
@@ -666,6 +667,7 @@ def _report(load: _Load, cap, names: dict[str, str], analysis, chosen: _Setting,
             "groups": [g.to_dict() for g in plan.groups],
             "barriers": [{"node": b.node, "op": b.op, "reason": b.reason} for b in analysis.barriers],
             "kept": [{"param": n, "reason": why} for n, why in plan.pinned_reasons.items()],
+            "attention": attention_heads(analysis, removed.removal) or None,
         }
     else:
         groups = {}

@@ -49,6 +49,7 @@ class PruneReport:
     inputs: dict[str, Any] | None = None       # channels with dim "in": each consumer's subselection (narrow or gather)
     from_zeros: dict[str, Any] | None = None   # channels found with only zero weights: removed, and groups kept
     normalized_dims: dict[str, Any] | None = None  # "prune": ops whose statistics now run over fewer channels, output change
+    attention: list[dict] | None = None        # per attention: heads, key/value heads and head width, before and after
 
     @property
     def param_reduction(self) -> float:

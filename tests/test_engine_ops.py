@@ -150,6 +150,64 @@ class PixelShuffles(nn.Module):
         return self.c3(F.pixel_shuffle(h, 2))
 
 
+class GatherTokens(nn.Module):
+    """Token-type ids gathered from a buffer (BERT's), then an embedding: ``gather`` has a rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("types", torch.zeros(1, 32, dtype=torch.long))
+        self.tok, self.typ = nn.Embedding(50, 16), nn.Embedding(2, 16)
+        self.fc, self.out = nn.Linear(16, 24), nn.Linear(24, 4)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1]).expand(ids.shape[0], -1)
+        types = torch.gather(self.types.expand(ids.shape[0], -1), 1, pos)
+        return self.out(F.gelu(self.fc(self.tok(ids) + self.typ(types)))).sum(1)
+
+
+class IndexPooling(nn.Module):
+    """CLIP's pooling: one token per row picked by two index tensors; channels pass through."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.fc, self.out = nn.Embedding(50, 16), nn.Linear(16, 24), nn.Linear(24, 4)
+
+    def forward(self, ids):
+        h = F.gelu(self.fc(self.emb(ids)))
+        return self.out(h[torch.arange(h.shape[0]), ids.argmax(-1)])
+
+
+class WeightNormConv(nn.Module):
+    """A weight-normalised conv (wav2vec2's positional conv) is kept whole, without a barrier; the
+    conv before it still loses channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv1d(4, 8, 1), nn.Conv1d(8, 6, 3, padding=1)
+        self.c = nn.utils.parametrizations.weight_norm(nn.Conv1d(6, 6, 3, padding=1), dim=2)
+
+    def forward(self, x):
+        h = self.b(F.relu(self.a(x)))
+        return h + self.c(h)
+
+
+class GroupedQueryAttention(nn.Module):
+    """``enable_gqa``: 4 query heads share 2 key/value heads; a key/value head goes with its queries."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 32), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.o = nn.Linear(32, 16)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, -1, 8).transpose(1, 2)
+        k = self.k(x).view(b, n, -1, 8).transpose(1, 2)
+        v = self.v(x).view(b, n, -1, 8).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
 CASES = {
     "conv_transpose": (ConvTranspose, [{"shape": [1, 3, 16, 16]}], ["c.weight", "up.weight"]),
     "group_norm": (GroupNormNet, [{"shape": [1, 3, 8, 8]}], ["c1.weight"]),
@@ -161,6 +219,10 @@ CASES = {
     "flatten_linear": (FlattenLinear, [{"shape": [1, 3, 8, 8]}], ["c.weight"]),
     "addmm_bmm": (BmmAddmm, [{"shape": [1, 12]}], ["w1"]),
     "pixel_shuffle": (PixelShuffles, [{"shape": [1, 3, 8, 8]}], ["c1.weight", "c2.weight"]),
+    "gather": (GatherTokens, [{"shape": [1, 7], "dtype": "int64", "high": 50}], ["fc.weight"]),
+    "index_two_tensors": (IndexPooling, [{"shape": [1, 7], "dtype": "int64", "high": 50}], ["fc.weight"]),
+    "weight_norm": (WeightNormConv, [{"shape": [1, 4, 10]}], ["a.weight"]),
+    "sdpa_grouped_query": (GroupedQueryAttention, [{"shape": [1, 5, 16]}], ["q.weight", "k.weight", "o.weight"]),
 }
 
 

@@ -21,6 +21,7 @@ import torch.fx as fx
 from . import ruleset
 from .atoms import Atoms
 from .context import Barrier, Ctx, Labels, _flat_args
+from .heads import head_dims
 from .shapes import record_shapes
 
 
@@ -41,6 +42,7 @@ class Analysis:
     rules: ruleset.RuleSet | None = None   # extra rules (call + entry points), looked up before the built-in ones
     normalized_dims: str = "keep"           # "prune": statistics over channels may lose them (spec.normalized_dims)
     renormalised: dict[str, str] = field(default_factory=dict)  # node -> what it takes statistics over (prune mode)
+    heads: dict[str, frozenset[int]] = field(default_factory=dict)  # reshape node -> its dims that are attention heads
 
     def output_slices(self, tensors: dict[str, torch.Tensor], roots: np.ndarray):
         """``(name, tensor, dim, root per index)`` for every floating tensor in ``tensors`` whose
@@ -94,7 +96,8 @@ def analyse(
     extra = ruleset.extra_rules(rules)
     shapes, dtypes, symbolic = record_shapes(gm, example, example2)
     a = Analysis(gm=gm, atoms=Atoms(), labels={}, attr_labels={}, created={}, shapes=shapes, dtypes=dtypes,
-                 symbolic=symbolic, eager=eager, rules=extra, normalized_dims=normalized_dims)
+                 symbolic=symbolic, eager=eager, rules=extra, normalized_dims=normalized_dims,
+                 heads=head_dims(gm, shapes))
     frozen = frozen or {}
     ctx = Ctx(a)
     read_attrs: set[str] = set()

@@ -16,12 +16,12 @@ module           ops
 ================ ================================================================================
 ``elementwise``  pointwise ops with broadcasting, dropout, prelu, triu/tril, pixel (un)shuffle, glu
 ``conv_linear``  convolutions (incl. transposed, grouped), linear, mm/bmm/matmul, addmm, embedding
-``attention``    scaled_dot_product_attention
-``norm``         batch/instance/layer/group/RMS norm
+``attention``    scaled_dot_product_attention (grouped-query too; head dims: ``analysis/heads.py``)
+``norm``         batch/instance/layer/group/RMS norm, weight norm
 ``spatial``      pooling, padding, interpolation
 ``reductions``   sum/mean/amax/…, max/min, norms, softmax-like ops along a dimension
 ``join_split``   cat, stack, split/chunk, unbind
-``index``        slice, narrow, select, index_select, index
+``index``        slice, narrow, select, index_select, index, gather
 ``views``        permute/transpose, view/reshape (factor groups), expand, flatten, squeeze
 ``created``      zeros/ones/full and other tensors the graph fills with a constant
 ``recurrent``    the fused GRU/LSTM/RNN ops

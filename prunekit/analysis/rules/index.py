@@ -1,4 +1,4 @@
-"""Indexing along a dimension: slice, narrow, select, index_select, index."""
+"""Indexing along a dimension: slice, narrow, select, index_select, index, gather."""
 
 from __future__ import annotations
 
@@ -103,16 +103,61 @@ def index_select(ctx: Ctx, node: fx.Node) -> Labels:
 
 @rule(*_ops("index"))
 def index(ctx: Ctx, node: fx.Node) -> Labels | None:
+    """``x[i0, i1, ...]`` with index tensors: the indexed dims are positions (pinned) and become the
+    indices' broadcast dims; the others pass through (CLIP's ``h[arange(B), ids.argmax(-1)]``
+    keeps the channels of ``h``)."""
     xl = ctx.lab(ctx.args["self"])
-    idx = ctx.args["indices"]
+    idx = list(ctx.args["indices"])
     for t in idx:
         if t is not None:
             ctx.pin_all(ctx.lab(t), "index values")  # an index tensor's entries are positions, not channels
-    used = [i for i, t in enumerate(idx) if t is not None]
-    if len(used) != 1:
-        ctx.barrier("advanced indexing on several dimensions")
+    consumed: list[int] = []   # dims of x each index consumes (a boolean mask consumes its rank)
+    nds: list[int] = []
+    d = 0
+    for t in idx:
+        if t is None:
+            d += 1
+            continue
+        shape = ctx.shape(t) or (0,)
+        mask = str(ctx.a.dtypes.get(t.name)) in ("torch.bool", "torch.uint8")
+        width = len(shape) if mask else 1
+        consumed += list(range(d, d + width))
+        nds.append(1 if mask else len(shape))
+        d += width
+    if not consumed or consumed[-1] >= len(xl):
+        ctx.barrier("indexing the analysis could not follow")
         return None
-    d = used[0]
+    for c in consumed:
+        ctx.pin(xl[c], "gathered by index")
+    out_nd = max(nds)
+    used = [i for i, t in enumerate(idx) if t is not None]
+    adjacent = used == list(range(used[0], used[-1] + 1))
+    rest = [xl[i] for i in range(len(xl)) if i not in consumed]
+    if adjacent:
+        first = consumed[0]
+        before = [xl[i] for i in range(first)]
+        return tuple(before) + _none(out_nd) + tuple(rest[len(before):])
+    return _none(out_nd) + tuple(rest)
+
+
+@rule(*_ops("gather"))
+def gather(ctx: Ctx, node: fx.Node) -> Labels:
+    """``out[..i..] = x[..index[..i..]..]`` along ``dim``: ``x``'s dim is positions (pinned); the
+    output has the index's shape, every other dim read index for index from both."""
+    args = ctx.args
+    xl, il = ctx.lab(args["self"]), ctx.lab(args["index"])
+    xs, is_ = ctx.shape(args["self"]), ctx.shape(args["index"])
+    d = _dim(args["dim"], len(xl))
     ctx.pin(xl[d], "gathered by index")
-    idx_nd = len(ctx.shape(idx[d]) or (0,))
-    return tuple(xl[:d]) + _none(idx_nd) + tuple(xl[d + 1 :])
+    ctx.pin(il[d], "index values")
+    out: list = []
+    for i, (a, b) in enumerate(zip(xl, il)):
+        if i == d:
+            out.append(None)
+        elif xs[i] == is_[i]:
+            out.append(ctx.unify(a, b) if a is not None or b is not None else None)
+        else:
+            ctx.pin(a, "gathered in part")
+            ctx.pin(b, "index values")
+            out.append(None)
+    return tuple(out)

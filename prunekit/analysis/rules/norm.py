@@ -8,7 +8,7 @@ import torch.fx as fx
 
 from ..arguments import bound
 from ..context import Ctx, Labels
-from ._common import _ops, rule
+from ._common import _none, _ops, rule
 
 
 def _per_channel(ctx: Ctx, xl: Labels, params: list, cdim: int = 1) -> Labels:
@@ -103,3 +103,17 @@ def group_norm(ctx: Ctx, node: fx.Node) -> Labels:
             if (xl[1][g * per : (g + 1) * per] < 0).any():
                 ctx.pin(xl[1][g * per : (g + 1) * per], "group norm group with fixed channels")
     return _per_channel(ctx, tuple(xl), [args.get("weight"), args.get("bias")])
+
+
+@rule(*_ops("_weight_norm"))
+def weight_norm(ctx: Ctx, node: fx.Node) -> Labels:
+    """``w = g * v / ||v||``: every dim of ``v`` and ``g`` is kept (pinned, not a barrier).
+
+    The norm sums over every dim but ``dim``, so those cannot lose entries; along ``dim`` an entry
+    of ``v`` with its ``g`` would make one row of ``w``, but the masked original zeroes the row of
+    ``v`` and its norm with it (0/0), so that dim is kept too.  wav2vec2's positional conv (``dim=2``,
+    the kernel) loses nothing by it: its channels are normalised over anyway."""
+    args = ctx.args
+    ctx.pin_all(ctx.lab(args["v"]), "normalised by weight norm")
+    ctx.pin_all(ctx.lab(args["g"]), "normalised by weight norm")
+    return _none(len(ctx.lab(args["v"]) or ()))

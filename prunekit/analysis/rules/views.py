@@ -130,7 +130,8 @@ def reshape_labels(ctx: Ctx, xl: Labels, in_shape: tuple, out_shape: tuple, out_
 
 def _reshape(ctx: Ctx, node: fx.Node) -> Labels:
     x = ctx.input
-    prefer = eager_limits.computed_dims(ctx) if ctx.eager else frozenset()
+    # eager code fixes what it writes down; a graph output may lose whole attention heads (heads.py)
+    prefer = eager_limits.computed_dims(ctx) if ctx.eager else ctx.a.heads.get(node.name, frozenset())
     return reshape_labels(ctx, ctx.lab(x), ctx.shape(x), ctx.out_shape(), ctx.symbolic(node), prefer)
 
 
