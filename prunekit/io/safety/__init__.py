@@ -10,6 +10,7 @@ module         what it keeps out
 zip_limits     archives that inflate past the memory limits (member count, total, ratio)
 archives       checkpoint archives (zip, tar): names that leave the folder, links, devices, bombs
 pt2_layout     ``.pt2`` members that are code (AOTInductor shared libraries torch would load)
+pt2_payloads   ``.pt2`` weights/constants declared larger than their stored bytes (huge zero tensors)
 sym_grammar    the grammars of symbolic sizes and shape guards (torch ``eval``s / ``exec``s them)
 op_policy      operators outside the tensor world (file, network, host-code ops)
 pt2_audit      every parsed string of a ``torch.export`` archive's JSON

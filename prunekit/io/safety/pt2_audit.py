@@ -25,7 +25,8 @@ everything else               names: no quotes, backslashes or control character
 Free text may hold newlines but no other line break (``\r`` ends a line of Python source too, so
 a stack trace printed into a comment of generated code could not break out of it).  Anything
 outside is refused as ``unsafe_model_file``, naming the member and the JSON path.  Before any of
-this, :func:`~.pt2_layout.check_pt2_layout` refuses members that are code (AOTInductor libraries).
+this, :func:`~.pt2_layout.check_pt2_layout` refuses members that are code (AOTInductor libraries)
+and :func:`~.pt2_payloads.check_pt2_payloads` refuses stored tensors declared larger than their bytes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ...errors import InvalidModelFile, UnsafeModelFile
 from ...limits import Limits
 from .op_policy import check_target
 from .pt2_layout import check_pt2_layout
+from .pt2_payloads import check_pt2_payloads
 from .sym_grammar import SYMBOL_NAME, Refused, check_guard, check_sym_expr
 from .zip_limits import check_zip, read_member
 
@@ -173,6 +175,7 @@ def audit_export_archive(path: "str | Path", limits: Limits) -> None:
     infos = check_zip(path, limits)
     check_pt2_layout(infos)
     with zipfile.ZipFile(path) as zf:
+        check_pt2_payloads(zf, infos, Path(path).stat().st_size, limits)
         for info in infos:
             name = info.filename
             if not name.endswith(".json"):
