@@ -9,13 +9,26 @@ them as they are, so nothing here may contain a stack trace.
 from __future__ import annotations
 
 
+MAX_MESSAGE = 2000
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out.  Messages name parts
+    of an upload (its inputs, names, shapes), and an upload can have 100,000 of them: a message
+    listing each (2.6 MB) would be stored with the job, logged, and sent on every status read."""
+    if len(text) <= limit:
+        return text
+    tail = f" ... ({len(text) - (limit - 40):,} more characters)"
+    return text[: limit - 40] + tail
+
+
 class PruneKitError(Exception):
     """Base class: ``code`` is stable and machine-readable, ``str(err)`` is for people."""
 
     code = "prune_error"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(bounded(message))
         if code is not None:
             self.code = code
 

@@ -271,7 +271,7 @@ def run_job(
     are recorded like our deadline: code ``time_limit``.
     """
     from prunekit import api
-    from prunekit.errors import MemoryLimit, PruneKitError, is_out_of_memory
+    from prunekit.errors import MemoryLimit, PruneKitError, bounded, is_out_of_memory
     from prunekit.spec import parse_spec
 
     store = store or JobStore(settings.resolved_database_url)
@@ -296,6 +296,7 @@ def run_job(
     out_dir.mkdir(parents=True)
 
     def fail(code: str, message: str) -> str:
+        message = bounded(message)  # stored, logged and sent with every status read
         store.fail(job_id, code, message, attempt=attempt)
         log.info("job %s attempt %d failed: %s: %s", job_id, attempt, code, message)
         return store.status_of(job_id) or "missing"

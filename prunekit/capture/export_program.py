@@ -137,7 +137,8 @@ def check_inputs_fit_program(ep, sigs: list[InputSignature]) -> None:
     vals = user_input_vals(ep)
     if len(vals) != len(sigs):
         raise CaptureFailed(
-            f"inputs: the export archive takes {len(vals)} input(s) ({', '.join(names)}), the spec gives {len(sigs)}"
+            f"inputs: the export archive takes {len(vals)} input(s) ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}), "
+            f"the spec gives {len(sigs)}"
         )
     for i, (name, v, sig) in enumerate(zip(names, vals, sigs)):
         if not isinstance(v, torch.Tensor):

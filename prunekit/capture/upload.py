@@ -33,8 +33,9 @@ def upload_fixed_batch(loaded: LoadedModel) -> int | None:
     return int(vals[0].shape[0]) if vals else None
 
 
-def _shape_text(example: tuple) -> str:
-    return ", ".join(f"inputs.{i} {list(x.shape)} {str(x.dtype).replace('torch.', '')}" for i, x in enumerate(example))
+def _shape_text(example: tuple, shown: int = 8) -> str:
+    text = ", ".join(f"inputs.{i} {list(x.shape)} {str(x.dtype).replace('torch.', '')}" for i, x in enumerate(example[:shown]))
+    return text + (f" and {len(example) - shown:,} more" if len(example) > shown else "")
 
 
 def probe_upload(run, sigs: list[InputSignature], seed: int, own_batch: int, example: tuple) -> tuple:

@@ -190,3 +190,28 @@ def test_bad_storage_url_stops_worker_with_one_line(tmp_path: Path) -> None:
                                PRUNEKIT_S3_SECRET_ACCESS_KEY=secret, PRUNEKIT_S3_ACCESS_KEY_ID="key-id"))
     assert "PRUNEKIT_STORAGE_URL:" in line and secret not in line, line
     assert not (tmp_path / "data").exists()
+
+
+def test_a_message_about_an_upload_with_many_inputs_is_bounded(tmp_path: Path) -> None:
+    """20,000 one-element inputs to a model that takes one: the capture error once listed each
+    (2.6 MB for 100,000), stored with the job, logged and sent with every status read."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from crafted import honest_ts
+
+    from prunekit import api
+    from prunekit.errors import MAX_MESSAGE, CaptureFailed
+
+    path = honest_ts(tmp_path / "m.ts")
+    with pytest.raises(CaptureFailed) as err:
+        api.prune(path, {"ratio": 0.5, "inputs": [{"shape": [1]}] * 20_000})
+    text = str(err.value)
+    assert len(text) <= MAX_MESSAGE and "inputs.0 [1] float32" in text and "19,992 more" in text
+
+
+def test_every_engine_error_message_is_bounded() -> None:
+    from prunekit.errors import MAX_MESSAGE, InvalidCalibration, InvalidModelFile
+
+    for exc in (InvalidModelFile("x" * 10**6), InvalidCalibration("y" * 10**6, field="calibration.a")):
+        assert len(str(exc)) <= MAX_MESSAGE and str(exc).endswith(" more characters)")
