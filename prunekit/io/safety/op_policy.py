@@ -36,6 +36,17 @@ MATH_FUNCS = frozenset({"ceil", "floor", "trunc", "sqrt", "log2", "pow", "exp", 
 TORCH_SYM_FUNCS = frozenset({"sym_int", "sym_float", "sym_not", "sym_max", "sym_min", "sym_ite",
                              "sym_sqrt", "sym_sum", "sym_float", "_sym_sqrt"})
 
+# torchbind classes (``torch.classes.NS.NAME``: C++ objects TorchScript code constructs, and a
+# TorchScript pickle restores through their own ``__setstate__`` inside ``torch.jit.load``) that
+# real models hold: the packed parameters of quantized, sparse, recurrent and oneDNN layers.
+# Anything else is refused: ``_nnapi.Compilation.init`` makes torch dlopen an NNAPI library,
+# ``c10d``/``dist_rpc`` build process groups and RPC workers, ``profiling`` switches profilers.
+TORCHBIND_CLASSES = frozenset({
+    "quantized.LinearPackedParamsBase", "quantized.Conv2dPackedParamsBase", "quantized.Conv3dPackedParamsBase",
+    "quantized.EmbeddingPackedParamsBase", "sparse.LinearPackedParamsBase", "rnn.CellParamsBase",
+    "mkldnn.ConvOpContext",
+})
+
 _FILE_ARGS = frozenset({"filename", "file", "path", "filepath", "fname", "f"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -103,3 +114,11 @@ def check_target(target: str) -> str | None:
     if parts[0] == "torch" and len(parts) == 2 and parts[1] in TORCH_SYM_FUNCS:
         return None
     return f"{target!r} is not an operator an uploaded graph may call"
+
+
+def check_class(namespace: str, name: str) -> str | None:
+    """``None`` if the torchbind class ``torch.classes.namespace.name`` may be used; otherwise why not."""
+    if f"{namespace}.{name}" in TORCHBIND_CLASSES:
+        return None
+    return (f"torchbind class torch.classes.{namespace}.{name} is not one a model's layers hold (allowed: "
+            f"{', '.join(sorted(TORCHBIND_CLASSES))})")

@@ -13,7 +13,11 @@ only appear as strings (``getattr(torch, "from_file")``, ``getattr(ops, "aten").
 ``getattr`` with a literal is read as the attribute it spells).  TorchScript lets a local name
 hold a namespace (``a = ops.aten`` then ``a.save(...)``), which no text scan can follow, so an
 op root (``torch``, ``ops`` and anything under them) may only be called or have attributes
-taken; used as a value it is refused (torch's serializer never writes that).  After loading, every compiled graph
+taken; used as a value it is refused (torch's serializer never writes that).  torchbind classes
+(``torch.classes.NS.NAME``: C++ objects the code may build, and that the archive's pickles restore
+through their own ``__setstate__`` inside ``torch.jit.load``) must be on
+:data:`.op_policy.TORCHBIND_CLASSES`, in the source, in every pickle's ``GLOBAL`` (read by
+``pickletools``, which runs nothing) and in the loaded graphs' value types.  After loading, every compiled graph
 (all methods of every module, functions inlined) is checked again by op kind, so an op that the
 text scan could not see is refused before anything runs the model.
 """
@@ -21,16 +25,28 @@ text scan could not see is refused before anything runs the model.
 from __future__ import annotations
 
 import ast
+import pickletools
+import re
 import zipfile
 from pathlib import Path
 
 from ...errors import InvalidModelFile, LimitExceeded, UnsafeModelFile
 from ...limits import Limits
-from .op_policy import check_op, denied_names
+from .op_policy import check_class, check_op, denied_names
 from .zip_limits import check_zip, read_member
 
 
 _ROOTS = ("torch", "ops")
+_CLASS_TYPE = re.compile(r"__torch__\.torch\.classes\.(\w+)\.(\w+)")
+
+
+def _class_at(chain: list[str]) -> int | None:
+    """Where ``torch.classes`` starts in a dotted name (``torch.classes.NS.NAME``, or the
+    ``__torch__.torch.classes.NS.NAME`` serialized code spells), or ``None``."""
+    for i in (0, 1):
+        if chain[i:i + 2] == ["torch", "classes"] and (i == 0 or chain[0] == "__torch__"):
+            return i
+    return None
 
 
 def _getattr_parts(node: ast.AST) -> "tuple[ast.AST, str] | None":
@@ -90,7 +106,18 @@ def _audit_source(member: str, text: str) -> None:
         if not isinstance(node, (ast.Attribute, ast.Name, ast.Call)):
             continue
         chain = _dotted(node)
-        if not chain or chain[0] not in _ROOTS or (isinstance(node, ast.Call) and _getattr_parts(node) is None):
+        if not chain or (isinstance(node, ast.Call) and _getattr_parts(node) is None):
+            continue
+        at = _class_at(chain)
+        if at is not None:  # a torchbind class: constructed by code, restored by data.pkl
+            if len(chain) >= at + 4:
+                why = check_class(chain[at + 2], chain[at + 3])
+                if why:
+                    raise refuse(f"uses {'.'.join(chain[:at + 4])}: {why}", node)
+            elif not _continues_chain(node, parents.get(id(node))):
+                raise refuse(f"uses {'.'.join(chain)} as a value (an alias of torchbind classes)", node)
+            continue
+        if chain[0] not in _ROOTS:
             continue  # self.save, x.from_file: attributes of modules and values, not ops
         shown = ".".join(chain)
         if len(chain) >= 3 and (chain[0] == "ops" or chain[:2] == ["torch", "ops"]):
@@ -108,6 +135,22 @@ def _audit_source(member: str, text: str) -> None:
             raise refuse(f"uses {shown} as a value (an alias of an op namespace or op)", node)
 
 
+def _audit_pickle(member: str, raw: bytes) -> None:
+    """The torchbind classes a TorchScript pickle names (``GLOBAL __torch__.torch.classes.NS
+    NAME``): ``torch.jit.load`` builds each and runs its C++ ``__setstate__``.  Python's
+    ``pickletools`` only reads the opcodes; torch's unpickler knows no other way to name a class."""
+    try:
+        for op, arg, _ in pickletools.genops(raw):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                m = _CLASS_TYPE.fullmatch(arg.replace(" ", "."))
+                why = check_class(m.group(1), m.group(2)) if m else None
+                if arg.startswith("__torch__.torch.classes") and (m is None or why):
+                    raise UnsafeModelFile(f"the TorchScript archive's {member} restores {arg.replace(' ', '.')[:120]}: "
+                                          f"{why or 'not a torchbind class name'}; it was not loaded")
+    except (ValueError, EOFError, UnicodeDecodeError):
+        raise InvalidModelFile(f"the TorchScript archive's {member} is not a pickle torch writes") from None
+
+
 def audit_torchscript_archive(path: "str | Path", limits: Limits) -> None:
     """Check the archive's sizes and every source file in it, before ``torch.jit.load``."""
     infos = check_zip(path, limits)
@@ -119,6 +162,9 @@ def audit_torchscript_archive(path: "str | Path", limits: Limits) -> None:
             f"{limits.max_code_bytes:,} (PRUNEKIT_MAX_CODE_BYTES)"
         )
     with zipfile.ZipFile(path) as zf:
+        for info in infos:
+            if info.filename.endswith(".pkl") or info.filename.endswith(".debug_pkl"):
+                _audit_pickle(info.filename.split("/", 1)[-1], read_member(zf, info, limits.max_unpacked_bytes))
         for info in sources:
             member = info.filename.split("/", 1)[-1]
             raw = read_member(zf, info, limits.max_code_bytes)
@@ -162,3 +208,8 @@ def audit_torchscript_module(module) -> None:
             why = check_op(ns, name)
             if why:
                 raise UnsafeModelFile(f"the TorchScript model's {where} calls {kind}: {why}; it is not run")
+            for value in list(node.inputs()) + list(node.outputs()):
+                for cls in _CLASS_TYPE.finditer(str(value.type())):
+                    why = check_class(cls.group(1), cls.group(2))
+                    if why:
+                        raise UnsafeModelFile(f"the TorchScript model's {where} uses {why}; it is not run")
