@@ -154,9 +154,24 @@ def to_export(gm: fx.GraphModule, example: tuple, dynamic: bool, sigs=None) -> "
         raise ExportFailed(f"torch.export of the pruned model failed: {first_line(exc, with_type=True)}") from None
 
 
+def _compact(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """``t`` itself when it is all of its storage and no earlier entry holds that storage
+    (``torch.save`` writes just it), else a compact copy: a view would drag its whole storage
+    into the file, and tied entries are written apart as before (safetensors refuses shared
+    ones).  Surgery's outputs and untouched (memory-mapped) weights are compact, so the pruned
+    weights are not copied a second time."""
+    t = t.detach()
+    storage = t.untyped_storage()
+    whole = storage.nbytes() == t.numel() * t.element_size() and t.storage_offset() == 0 and t.is_contiguous()
+    if whole and t.numel() and storage.data_ptr() not in seen:
+        seen.add(storage.data_ptr())
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def pruned_state_dict(gm: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    sd = gm.state_dict()
-    return {n: sd[n].detach().clone().contiguous() for n in names if n in sd}
+    sd, seen = gm.state_dict(), set()
+    return {n: _compact(sd[n], seen) for n in names if n in sd}
 
 
 def write(
