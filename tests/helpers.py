@@ -31,7 +31,18 @@ def save_model(model: nn.Module, fmt: str, inputs: list[dict], path: Path) -> Pa
         torch.jit.save(torch.jit.script(model), str(path))
     elif fmt == "export":
         batch = torch.export.Dim("batch", min=1, max=1024)
-        ep = torch.export.export(model, x, dynamic_shapes=tuple({0: batch} for _ in x), strict=False)
+        # a dimension the spec names in ``dims`` besides the batch (a sequence) is exported dynamic
+        # too, one Dim per example size (two inputs of one sequence length share it)
+        sizes: dict[int, object] = {}
+        shapes = []
+        for spec, t in zip(inputs, x):
+            shape = {0: batch}
+            for d in spec.get("dims") or ():
+                if d > 0:
+                    n = t.shape[d]
+                    shape[d] = sizes.setdefault(n, torch.export.Dim(f"size{n}", min=2, max=max(64, n)))
+            shapes.append(shape)
+        ep = torch.export.export(model, x, dynamic_shapes=tuple(shapes), strict=False)
         torch.export.save(ep, str(path))
     else:
         raise ValueError(fmt)

@@ -89,13 +89,18 @@ _TRACEABLE_ALIASES = {"_unsafe_view": "reshape"}
 _TRACEABLE_FUNCTIONS = {torch.ops.aten.slice.Tensor: _traced_slice}
 
 
-def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
+def _traceable_sizes(gm: fx.GraphModule, for_trace: bool = False) -> fx.GraphModule:
     """Make input-dependent sizes survive ``torch.jit.trace``.
 
     The tracer records ``x.size(d)`` as ``aten::size`` and follows it into calls made through
     torch's Python bindings, but an ``OpOverload`` call turns it into a constant.  So sizes become
     ``x.size(d)``, and the ops that take a symbolic size (and only those) are called through
     ``torch._C._VariableFunctions`` or as tensor methods (slices by indexing).
+
+    ``for_trace``: a size read back from a tensor (``aten.item`` of a symbolic size, as traced
+    TorchScript computes BART's positions: ``arange(tensor(seq) + 0)``) is a Python number to the
+    tracer, so a constant; its 0-d tensor is passed on instead, which torch's bindings take for a
+    number and the tracer follows.  Scripting needs the ``item`` (a tensor is no ``int`` there).
     """
     gm = shared_copy(gm)
     graph = gm.graph
@@ -118,6 +123,12 @@ def _traceable_sizes(gm: fx.GraphModule) -> fx.GraphModule:
             node.target = getattr(torch._C._VariableFunctions, name)
         elif hasattr(torch.Tensor, name):
             node.op, node.target = "call_method", name
+    if for_trace:  # after the rewrite above, which reads the item as a size
+        for node in list(graph.nodes):
+            if (node.op == "call_function" and node.target is torch.ops.aten.item.default
+                    and isinstance(node.meta.get("val"), _SIZE_VALUES) and isinstance(node.args[0], fx.Node)):
+                node.replace_all_uses_with(node.args[0])
+                graph.erase_node(node)
     gm.recompile()
     return gm
 
@@ -137,7 +148,7 @@ def to_torchscript(gm: fx.GraphModule, example: tuple) -> torch.jit.ScriptModule
                 "ask for output_format 'export'"
             )
         try:
-            return torch.jit.trace(prepared, example, check_trace=False, strict=False)
+            return torch.jit.trace(_traceable_sizes(gm, for_trace=True), example, check_trace=False, strict=False)
         except Exception as exc:
             raise ExportFailed(f"TorchScript conversion of the pruned model failed: {first_line(exc, with_type=True)}") from None
 
