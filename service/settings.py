@@ -25,6 +25,11 @@ class Settings(WorkerSettings):
     max_spec_bytes: int = Field(1 << 20, ge=1, description="Largest accepted spec text.")
     reaper_interval: float = Field(15.0, gt=0, description="Seconds between sweeps for lost jobs.")
     upload_chunk_bytes: int = Field(1 << 20, ge=4096, description="Bytes buffered before each disk write.")
+    upload_idle_seconds: float = Field(60.0, gt=0, description="Longest wait for the next bytes of an upload "
+                                       "before it is answered 408 (a client trickling bytes holds a connection "
+                                       "and an open upload in the store).")
+    upload_max_seconds: float = Field(3600.0, gt=0, description="Longest time one upload may take in all "
+                                      "(2 GiB at 1 MB/s takes 36 minutes).")
     events_interval: float = Field(0.5, gt=0, le=60, description="Seconds between an event stream's looks "
                                    "at its job (one batched store read per tick for all streams).")
     events_heartbeat: float = Field(15.0, gt=0, description="Seconds of silence before an event stream "

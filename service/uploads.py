@@ -9,6 +9,12 @@ worker thread, so the event loop keeps serving other requests), and the limit is
 byte.  Memory use is bounded by the chunk size (plus one S3 part) whatever the upload size, and
 nothing is spooled to the API's disk.  A part becomes visible under its key only once complete.
 
+Time is bounded too: a client that sends nothing for ``idle_seconds``
+(``PRUNEKIT_UPLOAD_IDLE_SECONDS``) or is still sending after ``max_seconds``
+(``PRUNEKIT_UPLOAD_MAX_SECONDS``) is answered 408 and its parts are aborted; without this a
+client trickling a byte a minute would hold its connection and an open upload in the store for
+as long as it liked, and a few thousand of them every file descriptor of the API.
+
 When a limit is exceeded the rest of the body is read and discarded (up to ``DRAIN_LIMIT``)
 before the 413 is sent: a server that answers and closes mid-upload makes most HTTP clients
 report a broken connection instead of the error.  The store failing mid-upload answers 503.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
@@ -106,16 +113,39 @@ class _Part:
         return self._hash.hexdigest()
 
 
-async def _drain(chunks: AsyncIterator[bytes], already: int) -> None:
-    """Read and drop the rest of the body so the client can read our error response."""
+async def _drain(chunks: AsyncIterator[bytes], already: int, seconds: float = 60.0) -> None:
+    """Read and drop the rest of the body so the client can read our error response (at most
+    ``DRAIN_LIMIT`` bytes, for at most ``seconds``)."""
     seen = already
     try:
-        async for chunk in chunks:
+        async for chunk in _timed(chunks, seconds, seconds):
             seen += len(chunk)
             if seen > DRAIN_LIMIT:
                 return
-    except ClientDisconnect:
+    except (ClientDisconnect, _TooSlow):
         return
+
+
+class _TooSlow(Exception):
+    pass
+
+
+async def _timed(chunks: AsyncIterator[bytes], idle: float, total: float) -> AsyncIterator[bytes]:
+    """``chunks``, each awaited at most ``idle`` seconds, all of them within ``total`` seconds."""
+    deadline = time.monotonic() + total
+    it = chunks.__aiter__()
+    while True:
+        wait = min(idle, deadline - time.monotonic())
+        with anyio.move_on_after(max(wait, 0)) as scope:
+            try:
+                chunk = await it.__anext__()
+            except StopAsyncIteration:
+                return
+        if scope.cancelled_caught:
+            if wait < idle:
+                raise _TooSlow(f"the upload was still arriving after {total:g} seconds")
+            raise _TooSlow(f"no bytes of the upload arrived for {idle:g} seconds")
+        yield chunk
 
 
 async def receive_multipart(
@@ -127,12 +157,15 @@ async def receive_multipart(
     max_file_bytes: int,
     max_text_bytes: int,
     chunk_bytes: int = 1 << 20,
+    idle_seconds: float = 60.0,
+    max_seconds: float = 3600.0,
 ) -> ReceivedForm:
     """Parse a multipart/form-data body; files in ``file_fields`` go to the sinks ``open_sink``
     gives for their field names.
 
     Raises ApiError: 415 (not multipart), 413 (over a limit), 422 (malformed or unknown field),
-    400 (client went away), 503 (the artifact store failed).  Parts not complete are aborted.
+    400 (client went away), 408 (idle for ``idle_seconds``, or slower than ``max_seconds`` in all),
+    503 (the artifact store failed).  Parts not complete are aborted.
     """
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
@@ -142,7 +175,7 @@ async def receive_multipart(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and len(declared) < 19 and int(declared) > body_limit:
         if int(declared) - body_limit <= DRAIN_LIMIT:
-            await _drain(request.stream(), 0)
+            await _drain(request.stream(), 0, idle_seconds)
         raise ApiError(413, "payload_too_large",
                        f"the upload ({int(declared)} bytes) is larger than this server accepts "
                        f"(model files up to {max_file_bytes} bytes)")
@@ -212,7 +245,7 @@ async def receive_multipart(
     chunks = request.stream()  # one iterator: a second request.stream() would raise
     try:
         try:
-            async for chunk in chunks:
+            async for chunk in _timed(chunks, idle_seconds, max_seconds):
                 received += len(chunk)
                 if received > body_limit:
                     raise _TooLarge(f"the upload is larger than this server accepts "
@@ -222,17 +255,20 @@ async def receive_multipart(
                     if p.to_store and not p.closed and (p.done or len(p.buf) >= chunk_bytes):
                         await anyio.to_thread.run_sync(p.flush)
         except ApiError:
-            await _drain(chunks, received)
+            await _drain(chunks, received, idle_seconds)
             raise
         except _TooLarge as exc:
-            await _drain(chunks, received)
+            await _drain(chunks, received, idle_seconds)
             raise ApiError(413, "payload_too_large", str(exc)) from None
+        except _TooSlow as exc:
+            raise ApiError(408, "upload_timeout", f"{exc}; send the upload again "
+                           "(PRUNEKIT_UPLOAD_IDLE_SECONDS, PRUNEKIT_UPLOAD_MAX_SECONDS)") from None
         except FormParserError as exc:
             raise ApiError(422, "invalid_request", f"malformed multipart body: {exc}") from None
         except ClientDisconnect:
             raise ApiError(400, "client_disconnected", "the client went away before the upload finished") from None
         except StorageUnavailable:  # answered 503 by the error handler (service.errors)
-            await _drain(chunks, received)
+            await _drain(chunks, received, idle_seconds)
             raise
         if parser.state != MultipartState.END or any(not p.done for p in parts):
             raise ApiError(422, "invalid_request", "the multipart body is incomplete (no closing boundary)")

@@ -318,6 +318,7 @@ def _require_example_inputs(spec: Spec, fmt: str) -> None:
     responses={
         **_ERRORS,
         413: {"model": schemas.ErrorResponse, "description": "Upload larger than PRUNEKIT_MAX_UPLOAD_BYTES."},
+        408: {"model": schemas.ErrorResponse, "description": "The upload stalled for PRUNEKIT_UPLOAD_IDLE_SECONDS or took longer than PRUNEKIT_UPLOAD_MAX_SECONDS."},
         415: {"model": schemas.ErrorResponse, "description": "Not multipart/form-data."},
         422: {"model": schemas.ErrorResponse, "description": "Bad model file, spec, architecture, inputs or calibration file."},
         503: {"model": schemas.ErrorResponse, "description": "The job queue (`queue_unavailable`) or the "
@@ -344,6 +345,8 @@ async def submit_job(request: Request, tenant: Tenant) -> JSONResponse:
             max_file_bytes=settings.max_upload_bytes,
             max_text_bytes=settings.max_spec_bytes,
             chunk_bytes=settings.upload_chunk_bytes,
+            idle_seconds=settings.upload_idle_seconds,
+            max_seconds=settings.upload_max_seconds,
         )
         try:
             spec, fmt, container = await anyio.to_thread.run_sync(_validate_submission, form, objects)
