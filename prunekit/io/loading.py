@@ -16,6 +16,8 @@ Every zip archive is first checked against the unpacking limits, then:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pickle
 import re
 import zipfile
@@ -151,6 +153,29 @@ def _fitted(arch: Architecture, state: dict[str, torch.Tensor]) -> "tuple[Archit
     return (get_architecture(arch.name, config), config) if config is not None else None
 
 
+class _TorchLoadError(logging.Handler):
+    """``torch.export.load`` logs the error that stopped it (with a traceback) and raises a
+    generic one ("check the warnings above"): keep the logged error for the message, drop the log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.error = record.exc_info[1]
+
+    @contextlib.contextmanager
+    def catching(self):
+        logger = logging.getLogger("torch.export")  # torch gives it its own stderr handler
+        handlers, propagate = logger.handlers[:], logger.propagate
+        logger.handlers, logger.propagate = [self], False
+        try:
+            yield self
+        finally:
+            logger.handlers, logger.propagate = handlers, propagate
+
+
 def _refuse_pickle(*_args, **_kwargs):
     raise UnsafeModelFile("the export archive holds pickled objects, which are never unpickled for uploads")
 
@@ -175,16 +200,20 @@ def load_model(path: "str | Path", *, architecture: str | None = None, limits: L
         return LoadedModel(fmt, size, module=ts, param_names=names)
     if fmt == "export":
         audit_export_archive(path, limits)
+        logged = _TorchLoadError()
         try:
             # a file object: uploads keep no ".pt2" name, and torch warns about any other name
-            with untrusted_unpickling(_refuse_pickle), open(path, "rb") as f:
+            with untrusted_unpickling(_refuse_pickle), logged.catching(), open(path, "rb") as f:
                 ep = torch.export.load(f)
         except UnsafeModelFile:
             raise
         except pickle.UnpicklingError as exc:
             raise UnsafeModelFile(f"the export archive holds a pickle that asks to run code{_asked_for(str(exc))}") from None
         except Exception as exc:
-            raise InvalidModelFile(f"torch.export archive could not be loaded: {first_line(exc)}") from None
+            cause = logged.error if logged.error is not None else exc
+            if isinstance(cause, UnsafeModelFile):
+                raise cause from None
+            raise InvalidModelFile(f"torch.export archive could not be loaded: {first_line(cause)}") from None
         names = set(ep.graph_signature.parameters)
         return LoadedModel(fmt, size, program=ep, param_names=names)
     config = None

@@ -179,3 +179,31 @@ def test_a_config_naming_a_record_outside_its_folder_is_refused(honest: Path, tm
 
     with pytest.raises(UnsafeModelFile, match="not a record of the archive"):
         load_model(rewrite_zip(honest, tmp_path / "path.pt2", edit))
+
+
+def test_a_value_of_huge_rank_is_refused_unread(honest: Path, tmp_path: Path) -> None:
+    from crafted import edit_model_json
+
+    def edit(doc: dict) -> None:  # torch took 20 s to deserialize this
+        x = doc["graph_module"]["graph"]["tensor_values"]["x"]
+        x["sizes"] += [{"as_int": 1}] * 100_000
+        x["strides"] += [{"as_int": 1}] * 100_000
+
+    with pytest.raises(UnsafeModelFile, match="more than the 64 dimensions"):
+        load_model(edit_model_json(honest, tmp_path / "rank.pt2", edit))
+
+
+def test_an_error_torch_only_logs_is_the_reason_given(honest: Path, tmp_path: Path,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    """torch.export.load logs what stopped it and raises "check the warnings above"."""
+    from crafted import edit_model_json
+    from prunekit.errors import InvalidModelFile
+
+    def edit(doc: dict) -> None:
+        tv = doc["graph_module"]["graph"]["tensor_values"]
+        name = next(k for k in tv if "conv" in k)
+        tv[name]["sizes"] = [tv[name]["sizes"][0]] + [{"as_int": 10**9}, {"as_int": 10**6}, {"as_int": 10**6}]
+
+    with pytest.raises(InvalidModelFile, match="integer multiplication overflow"):
+        load_model(edit_model_json(honest, tmp_path / "overflow.pt2", edit))
+    assert "Traceback" not in capfd.readouterr().err

@@ -41,7 +41,7 @@ from ...errors import InvalidModelFile, UnsafeModelFile
 from ...limits import Limits
 from .op_policy import check_target
 from .pt2_layout import check_pt2_layout
-from .pt2_payloads import check_pt2_payloads
+from .pt2_payloads import MAX_RANK, check_pt2_payloads
 from .sym_grammar import SYMBOL_NAME, Refused, check_guard, check_sym_expr
 from .zip_limits import check_zip, read_member
 
@@ -63,6 +63,8 @@ JSON_TEXT_KEYS = frozenset({"from_node", "in_spec", "out_spec"})
 # node's custom metadata): it must be JSON, its strings are free.
 JSON_DATA_KEYS = frozenset({"context", "custom"})
 ST_DELIMITER = ";"
+# A tensor's sizes and strides: a value of rank 100,000 took torch 20 s to deserialize.
+RANKED_KEYS = frozenset({"sizes", "strides"})
 
 
 def _fail(member: str, why: str) -> UnsafeModelFile:
@@ -145,6 +147,8 @@ class _Walker:
                 else:
                     self.walk(v, f"{path}/{k}", k, obj)
         elif isinstance(obj, list):
+            if key in RANKED_KEYS and len(obj) > MAX_RANK:
+                raise Refused(f"at {path}: {len(obj):,} {key}, more than the {MAX_RANK} dimensions a tensor may have here")
             for i, v in enumerate(obj):
                 self.walk(v, f"{path}[{i}]", key, parent)
         elif isinstance(obj, str):
