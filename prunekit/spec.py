@@ -330,12 +330,19 @@ class Spec(BaseModel):
         return need
 
 
+MAX_DETAILS = 50
+
+
 def format_validation_error(err: ValidationError) -> list[dict]:
-    """Turn pydantic's error list into ``[{"path": "inputs.0.shape", "message": ...}]``."""
+    """Turn pydantic's error list into ``[{"path": "inputs.0.shape", "message": ...}]``: the first
+    ``MAX_DETAILS``, then one entry counting the rest (a 1 MiB spec of bad inputs has 80,000)."""
     out = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_DETAILS]:
         path = ".".join(str(p) for p in e.get("loc", ())) or "(spec)"
-        out.append({"path": path, "message": e.get("msg", "invalid")})
+        out.append({"path": path[:200], "message": str(e.get("msg", "invalid"))[:300]})
+    if len(errors) > MAX_DETAILS:
+        out.append({"path": "(spec)", "message": f"and {len(errors) - MAX_DETAILS:,} more errors"})
     return out
 
 

@@ -215,3 +215,13 @@ def test_every_engine_error_message_is_bounded() -> None:
 
     for exc in (InvalidModelFile("x" * 10**6), InvalidCalibration("y" * 10**6, field="calibration.a")):
         assert len(str(exc)) <= MAX_MESSAGE and str(exc).endswith(" more characters)")
+
+
+def test_a_spec_with_thousands_of_errors_lists_the_first_fifty() -> None:
+    from prunekit.spec import MAX_DETAILS, parse_spec
+
+    with pytest.raises(InvalidSpec) as err:
+        parse_spec({"ratio": 0.5, "inputs": [{"shape": "x"}] * 20_000})
+    details = err.value.details  # type: ignore[attr-defined]
+    assert len(details) == MAX_DETAILS + 1 and details[-1]["message"] == "and 19,950 more errors"
+    assert details[0]["path"] == "inputs.0.shape" and len(str(err.value)) <= 2000
