@@ -37,7 +37,8 @@ from .capture import capture, humanize_symbols, symbol_names
 from .data import batch_norm as bn_mod
 from .data.calibration import Calibration, check_targets, load_calibration, signatures_from
 from .data.objective import evaluate, evaluation_report, first_tensor
-from .errors import CheckFailed, ExportFailed, InvalidCalibration, InvalidSpec, PruneKitError, first_line
+from .errors import (CheckFailed, ExportFailed, InputSizesLost, InvalidCalibration, InvalidSpec, OutputLarger,
+                     PruneKitError, first_line)
 from .io import export as export_mod
 from .io.formats import EAGER_FORMATS
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
@@ -646,7 +647,31 @@ def _export_stage(load: _Load, cap, pruned: fx.GraphModule, checked: _Checked, s
     )
     prog.tick(0.6, "loading the written model back to prove it")
     model = _prove_artifact(load_back, checked.samples, spec, artifacts)
-    return _Exported(artifacts, model, count_parameters(model), artifacts[ARTIFACT_NAMES[load.out_fmt]].stat().st_size)
+    exported = _Exported(artifacts, model, count_parameters(model), artifacts[ARTIFACT_NAMES[load.out_fmt]].stat().st_size)
+    try:
+        _never_larger(load, cap, checked, exported)
+    except OutputLarger:
+        _remove(artifacts)
+        raise
+    return exported
+
+
+def _never_larger(load: _Load, cap, checked: _Checked, exported: _Exported) -> None:
+    """No output is larger than its upload: in unique parameters (a tie cut apart would add one),
+    and in file size where it is written in the upload's own format (another format carries
+    other overhead: a traced graph's code, a manifest, asked for by the user)."""
+    upload = cap.upload if isinstance(cap.upload, nn.Module) else None
+    before = max(count_parameters(upload) if upload is not None else 0, checked.params_before)
+    if exported.params_after > before:
+        raise OutputLarger(
+            f"the written model has {exported.params_after:,} unique parameters, more than the upload's {before:,} "
+            "(a tensor the upload shares under several names was written more than once?): it is not handed out"
+        )
+    if load.out_fmt == load.loaded.format and load.loaded.size_bytes and exported.file_size > load.loaded.size_bytes:
+        raise OutputLarger(
+            f"the written {load.out_fmt} file has {exported.file_size:,} bytes, more than the upload's "
+            f"{load.loaded.size_bytes:,}: it is not handed out"
+        )
 
 
 def _report(load: _Load, cap, names: dict[str, str], analysis, chosen: _Setting, exported: _Exported | None,
@@ -709,7 +734,9 @@ def _prove_artifact(load_back, samples: list, spec: Spec, artifacts: dict[str, P
     size it ran: the file is loaded once and run once, on the inputs of the largest batch the
     check ran (not the capture's batch, so a batch size baked into the file fails), and must give
     the outputs the checked graph gave there.  The pruned graph already ran at every batch size
-    in the check; the proof only has to show that the file is that graph."""
+    in the check; the proof only has to show that the file is that graph.  That batch is drawn at
+    the second size of every other dynamic dimension too: a file that runs at the first sizes but
+    not there takes fewer input sizes than the upload (``input_sizes_lost``)."""
     try:
         model = load_back()
     except ExportFailed:
@@ -718,12 +745,19 @@ def _prove_artifact(load_back, samples: list, spec: Spec, artifacts: dict[str, P
     except Exception as exc:
         _remove(artifacts)
         raise ExportFailed(f"the written model does not load back: {first_line(exc)}") from None
-    for b, x, ref in sorted(samples, key=lambda s: s[0])[-1:]:
+    last = sorted(samples, key=lambda s: s[0])[-1:]
+    for b, x, ref in last:
         with torch.no_grad():
             try:
                 got = model(*x)
             except Exception as exc:
                 _remove(artifacts)
+                if _runs_at_first_sizes(model, samples, x):  # so these sizes are what it lost
+                    raise InputSizesLost(
+                        f"the written model does not run at {check_mod.where(b, x)}, which the upload and the checked "
+                        f"pruned model take ({first_line(exc)}): it accepts fewer input sizes than the upload, so it "
+                        "is not handed out"
+                    ) from None
                 raise ExportFailed(
                     f"the written model does not run at batch {b}: {first_line(exc)}"
                     + ("; the architecture's forward may hard-code widths, ask for output_format 'torchscript' or 'export'"
@@ -735,6 +769,21 @@ def _prove_artifact(load_back, samples: list, spec: Spec, artifacts: dict[str, P
             why = dev.problem or f"deviates by {dev.max_rel:.3g} (relative)"
             raise ExportFailed(f"the written model computes something else than the checked pruned model at batch {b}: {why}")
     return model
+
+
+def _runs_at_first_sizes(model, samples: list, x: tuple) -> bool:
+    """Whether a written model that failed on ``x`` runs on the check's first inputs, drawn at
+    other sizes (the example's sequence length, batch 1): then what it lost are input sizes.
+    Costs a run only when the proof has already failed."""
+    first = samples[0][1]
+    if [tuple(t.shape) for t in first if isinstance(t, torch.Tensor)] == [tuple(t.shape) for t in x if isinstance(t, torch.Tensor)]:
+        return False
+    try:
+        with torch.no_grad():
+            model(*first)
+    except Exception:
+        return False
+    return True
 
 
 def _remove(artifacts: dict[str, Path]) -> None:

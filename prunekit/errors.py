@@ -124,6 +124,20 @@ class ExportFailed(PruneKitError):
     code = "export_failed"
 
 
+class OutputLarger(ExportFailed):
+    """The written model would be larger than its upload (unique parameters, or file size in the
+    upload's format): it is never handed out."""
+
+    code = "output_larger"
+
+
+class InputSizesLost(ExportFailed):
+    """The written model does not take every input size its upload takes (a dynamic dimension
+    was fixed): it is never handed out."""
+
+    code = "input_sizes_lost"
+
+
 class LimitExceeded(PruneKitError):
     """The work would exceed a resource limit (``prunekit/limits.py``); the message names it."""
 

@@ -15,7 +15,17 @@ _GATES = {op: g for op, g in GATES_BY_OP.items() if not op.endswith("_cell")}
 
 
 def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    """Unique parameters: a tensor shared under several names (tied embeddings, by object or,
+    as a loaded ``.pt2`` gives them, by memory) counts once."""
+    seen: set = set()
+    total = 0
+    for p in module.parameters():
+        key = (id(p),) if p.device.type == "meta" else (
+            p.untyped_storage().data_ptr(), p.storage_offset(), tuple(p.shape), tuple(p.stride()), p.dtype)
+        if key not in seen:
+            seen.add(key)
+            total += p.numel()
+    return total
 
 
 def _recurrent_flops(gates: int):

@@ -28,7 +28,8 @@ from ..io.loading import LoadedModel
 from .export_program import (batch_is_dynamic, check_inputs_fit_program, dynamic_dims_of_program, export_eager,
                              fit_example_to_program, relax_batch)
 from .fused import open_fused_ops
-from .passes import fold_scalar_arithmetic, inline_grad_mode, map_lifted_constants, promote_to_parameters, strip_runtime_guards
+from .passes import (fold_scalar_arithmetic, inline_grad_mode, join_ties, map_lifted_constants, promote_to_parameters,
+                     strip_runtime_guards)
 from .torchscript import convert_torchscript
 from .upload import probe_upload, upload_fixed_batch, upload_runner
 
@@ -104,6 +105,7 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
         promote_to_parameters(gm, loaded.param_names)
         map_lifted_constants(gm, dict(loaded.module.named_parameters()))
         fold_scalar_arithmetic(gm)
+    join_ties(gm)
     _keeps_dims(gm, sigs)
     return Captured(gm=gm, example=example, dynamic_batch=dynamic, warnings=notes, upload=upload,
                     upload_batch=upload_fixed_batch(loaded), sigs=sigs)

@@ -180,9 +180,24 @@ def _compact(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-def pruned_state_dict(gm: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+def pruned_state_dict(gm: nn.Module, names: list[str], *, once: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors under ``names``; a tied tensor (``ties.py``) stays one tensor under all its
+    names (``torch.save`` then stores it once), or with ``once`` appears under its first name only
+    (safetensors refuses shared tensors; loading fills the twins from the architecture's ties)."""
     sd, seen = gm.state_dict(), set()
-    return {n: _compact(sd[n], seen) for n in names if n in sd}
+    out: dict[str, torch.Tensor] = {}
+    by_view: dict = {}
+    for n in names:
+        if n not in sd:
+            continue
+        t = sd[n]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if t.numel() and key in by_view:
+            if not once:
+                out[n] = by_view[key]
+            continue
+        out[n] = by_view[key] = _compact(t, seen)
+    return out
 
 
 def write(
@@ -207,16 +222,20 @@ def write(
         return {path.name: path}, lambda: torch.jit.load(str(path), map_location="cpu")
     if fmt == "export":
         ep = to_export(gm, example, dynamic, sigs)
+        for node in ep.graph.nodes:  # the re-export's provenance (our own graph's nodes): a third more graph text
+            node.meta.pop("from_node", None)
         with atomic_path(path) as tmp:
             torch.export.save(ep, str(tmp))
         return {path.name: path}, lambda: torch.export.load(str(path)).module()
-    sd = pruned_state_dict(gm, state_names or [n for n, _ in gm.state_dict().items()])
+    names = state_names or [n for n, _ in gm.state_dict().items()]
+    sd = pruned_state_dict(gm, names, once=fmt == "checkpoint")
+    shapes = {n: list(t.shape) for n, t in gm.state_dict().items() if n in set(names)}
     manifest = {
         "format": MANIFEST_FORMAT,
         "architecture": architecture,
         **({"config": config} if config is not None else {}),
-        "shapes": {k: list(v.shape) for k, v in sd.items()},
-        "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in sd.items()},
+        "shapes": shapes,
+        "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in gm.state_dict().items() if k in shapes},
     }
     mpath = out_dir / MANIFEST_NAME
     written = {path.name: path, mpath.name: mpath}

@@ -13,15 +13,17 @@ pass                        what it fixes
 ``map_lifted_constants``    TS2EP's anonymous lifted constants, back to their parameter names
 ``inline_grad_mode``        ``@torch.no_grad()`` regions kept by export (a rotary embedding's),
                             which are barriers; inference does not need them
+``join_ties``               one tensor under several names (tied embeddings), read under one
 =========================== ====================================================================
 """
 
 from .fold_scalar_arithmetic import fold_scalar_arithmetic
 from .inline_grad_mode import inline_grad_mode
+from .join_ties import join_ties
 from .map_lifted_constants import map_lifted_constants
 from .promote_parameters import owner_of, promote_to_parameters
 from .scalar_ops_to_python import scalar_ops_to_python
 from .strip_runtime_guards import strip_runtime_guards
 
-__all__ = ["fold_scalar_arithmetic", "inline_grad_mode", "map_lifted_constants", "owner_of", "promote_to_parameters", "scalar_ops_to_python",
+__all__ = ["fold_scalar_arithmetic", "inline_grad_mode", "join_ties", "map_lifted_constants", "owner_of", "promote_to_parameters", "scalar_ops_to_python",
            "strip_runtime_guards"]
