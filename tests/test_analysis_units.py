@@ -149,3 +149,32 @@ def test_arguments_are_read_by_name_whatever_the_overload_and_defaults_fill_in()
     set_argument(conv2d, "groups", 8)
     set_argument(conv, "groups", 3)
     assert conv2d.args[6] == 8 and conv.kwargs["groups"] == 3  # written where the node passes it
+
+
+
+def test_heads_walk_through_a_whole_slice_along_the_heads():
+    """Traced TorchScript keeps ``k[:, :]`` (grouped-query attention's key/value repeat): a slice
+    along the heads that keeps all of them is no end of the walk, so the key's reshape is a head
+    split; a slice that drops heads still ends it."""
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from prunekit.analysis.heads import head_dims
+
+    aten = torch.ops.aten
+
+    def heads_of_views(q_heads: int, end: int) -> list:
+        def f(q, k):
+            q = aten.transpose.int(aten.view.default(q, [2, 16, q_heads, 8]), 1, 2)
+            k = aten.slice.Tensor(aten.transpose.int(aten.view.default(k, [2, 16, 4, 8]), 1, 2), 1, 0, end)
+            return aten.scaled_dot_product_attention.default(q, k, k)
+
+        gm = fx.symbolic_trace(f)
+        ShapeProp(gm).propagate(torch.randn(2, 16, q_heads * 8), torch.randn(2, 16, 32))
+        shapes = {n.name: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if "tensor_meta" in n.meta}
+        heads = head_dims(gm, shapes)
+        return [heads.get(n.name, frozenset()) for n in gm.graph.nodes if n.target is aten.view.default]
+
+    assert heads_of_views(4, 9223372036854775807) == [frozenset({2}), frozenset({2})]  # q, k
+    assert heads_of_views(4, 4) == [frozenset({2}), frozenset({2})]
+    assert heads_of_views(2, 2) == [frozenset({2}), frozenset()]  # k[:, :2] drops heads: not walked

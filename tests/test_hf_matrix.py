@@ -100,12 +100,7 @@ def build(family: str) -> tuple[nn.Module, list[dict], int]:
 
 FAMILIES = ["bert", "gpt2", "llama", "t5", "bart", "vit", "wav2vec2", "clip_text", "clip_vision"]
 FORMATS = {"export": ("model.pt2", "export"), "traced": ("model.pt", "torchscript")}
-# Left out, with its cause (the report of this change says so too):
-LEFT_OUT = {
-    ("llama", "traced"): "traced LLaMA keeps its query/key heads (the MLP and value heads prune): "
-                         "the traced rotary path pins them; not analysed yet",
-}
-CASES = [(f, fmt) for f in FAMILIES for fmt in FORMATS if (f, fmt) not in LEFT_OUT]
+CASES = [(f, fmt) for f in FAMILIES for fmt in FORMATS]
 
 
 @pytest.mark.parametrize("family,fmt", CASES, ids=[f"{f}-{fmt}" for f, fmt in CASES])
@@ -138,13 +133,15 @@ def test_family_prunes_heads_and_runs_at_another_batch(family, fmt, tmp_path):
     assert torch.allclose(y, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_grouped_query_heads_go_with_their_key_value_head(tmp_path):
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_grouped_query_heads_go_with_their_key_value_head(fmt, tmp_path):
     """LLaMA with 4 query heads on 2 key/value heads: a pruned key/value head takes its two query
-    heads with it, so the query projection keeps 2 of 4 heads and key/value 1 of 2."""
+    heads with it, so the query projection keeps 2 of 4 heads and key/value 1 of 2.  Traced
+    TorchScript keeps the whole slices (``x[:, :]``) of the key/value repeat the heads walk through."""
     model, inputs, _ = build("llama")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = save_model(model, "export", inputs, tmp_path / "m.pt2")
+        path = save_model(model, fmt, inputs, tmp_path / ("m.pt2" if fmt == "export" else "m.pt"))
         res = prunekit.prune(path, {"ratio": 0.5, "inputs": inputs})
     params = dict(res.model.named_parameters())
     for i in (0, 1):

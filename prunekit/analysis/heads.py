@@ -12,7 +12,8 @@ the reshape that split its heads out:
 * an attention is ``scaled_dot_product_attention`` or a 4-D ``matmul`` (written-out attention,
   T5); its heads are dimension ``-3`` of its operands;
 * the walk goes back through ops that keep that dimension (permutes, transposes, elementwise ops
-  such as a rotary embedding, slices and concatenations along other dimensions, ``expand``, the
+  such as a rotary embedding, slices and concatenations along other dimensions, whole slices
+  along it (traced TorchScript keeps the ``x[:, :]`` of grouped-query attention's key/value repeat), ``expand``, the
   ``getitem`` of a split) and stops at the reshape, whose output dimension is recorded; through a
   reshape that *merges* into the heads (grouped-query attention repeating key/value heads) it
   goes on to the merged dimensions, so key/value heads are found too.
@@ -143,7 +144,9 @@ def _back(node: fx.Node, d: int, shape: tuple, shapes: dict[str, Any], found: di
         dim = _arg(node, 1, "dim", 0)
         if name in ("split", "split_with_sizes", "chunk"):
             return []
-        return [(x, d)] if int(dim) % len(shape) != d else []
+        if int(dim) % len(shape) != d or (name == "slice" and shape[d] == in_shape[d]):
+            return [(x, d)]  # a whole slice along the heads keeps them (traced TorchScript writes x[:, :])
+        return []
     if name in _SAME_DIMS:
         out = []
         for a in node.args:
