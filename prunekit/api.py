@@ -640,20 +640,36 @@ def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec:
 
 def _export_stage(load: _Load, cap, pruned: fx.GraphModule, checked: _Checked, spec: Spec, out_dir: Path,
                   prog: "_Progress") -> _Exported:
-    artifacts, load_back = export_mod.write(
-        pruned, load.out_fmt, out_dir, cap.example, cap.dynamic_batch, sigs=load.sigs,
-        architecture=load.loaded.architecture or spec.architecture, config=load.loaded.config,
-        state_names=list(_original_state_names(load.loaded, cap.gm)),
-    )
-    prog.tick(0.6, "loading the written model back to prove it")
-    model = _prove_artifact(load_back, checked.samples, spec, artifacts)
-    exported = _Exported(artifacts, model, count_parameters(model), artifacts[ARTIFACT_NAMES[load.out_fmt]].stat().st_size)
+    exported = _write_and_prove(load, cap, pruned, checked, spec, out_dir, prog, compact=False)
+    if load.out_fmt == "export" and _bytes_larger(load, exported):
+        # a small program whose graph text outweighs its weights: write it again without the
+        # nodes' stack traces (debugging text) before calling it larger than its upload
+        _remove(exported.artifacts)
+        exported = _write_and_prove(load, cap, pruned, checked, spec, out_dir, prog, compact=True)
     try:
         _never_larger(load, cap, checked, exported)
     except OutputLarger:
-        _remove(artifacts)
+        _remove(exported.artifacts)
         raise
     return exported
+
+
+def _write_and_prove(load: _Load, cap, pruned: fx.GraphModule, checked: _Checked, spec: Spec, out_dir: Path,
+                     prog: "_Progress", *, compact: bool) -> _Exported:
+    artifacts, load_back = export_mod.write(
+        pruned, load.out_fmt, out_dir, cap.example, cap.dynamic_batch, sigs=load.sigs,
+        architecture=load.loaded.architecture or spec.architecture, config=load.loaded.config,
+        state_names=list(_original_state_names(load.loaded, cap.gm)), compact=compact,
+    )
+    prog.tick(0.6, "loading the written model back to prove it")
+    model = _prove_artifact(load_back, checked.samples, spec, artifacts)
+    return _Exported(artifacts, model, count_parameters(model), artifacts[ARTIFACT_NAMES[load.out_fmt]].stat().st_size)
+
+
+def _bytes_larger(load: _Load, exported: _Exported) -> bool:
+    """Same format as the upload, and more bytes than it (another format carries other overhead)."""
+    return (load.out_fmt == load.loaded.format and bool(load.loaded.size_bytes)
+            and exported.file_size > load.loaded.size_bytes)
 
 
 def _never_larger(load: _Load, cap, checked: _Checked, exported: _Exported) -> None:
@@ -667,7 +683,7 @@ def _never_larger(load: _Load, cap, checked: _Checked, exported: _Exported) -> N
             f"the written model has {exported.params_after:,} unique parameters, more than the upload's {before:,} "
             "(a tensor the upload shares under several names was written more than once?): it is not handed out"
         )
-    if load.out_fmt == load.loaded.format and load.loaded.size_bytes and exported.file_size > load.loaded.size_bytes:
+    if _bytes_larger(load, exported):
         raise OutputLarger(
             f"the written {load.out_fmt} file has {exported.file_size:,} bytes, more than the upload's "
             f"{load.loaded.size_bytes:,}: it is not handed out"

@@ -157,3 +157,20 @@ def test_an_output_larger_than_its_upload_is_refused(tmp_path):
     assert err.value.code == "output_larger"
     with pytest.raises(OutputLarger, match="bytes, more than the upload's 999"):
         _never_larger(Load(Loaded(size_bytes=999)), Cap(tied), Checked(before), ok)
+
+
+def test_a_small_pt2_whose_graph_text_outweighs_its_weights_is_written_compact(tmp_path):
+    """A fixed-batch program is written back with a dynamic batch (more graph text): on a model this
+    small the text outweighs the weights the prune removed, so the archive is written again without
+    the nodes' stack traces rather than refused as larger than its upload."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 8),)), str(path))
+    result = prunekit.prune_to_dir(path, {"ratio": 0.5, "inputs": [{"shape": [2, 8]}]}, tmp_path / "out")
+    rep = result.report
+    assert rep.check["passed"] and rep.file_size_after <= rep.file_size_before
+    assert rep.file_size_after == result.artifacts["model.pt2"].stat().st_size
+    program = torch.export.load(str(result.artifacts["model.pt2"]))
+    assert not any(n.meta.get("stack_trace") for n in program.graph.nodes)
+    assert program.module()(torch.randn(5, 8)).shape == (5, 4)

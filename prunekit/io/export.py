@@ -211,8 +211,11 @@ def write(
     config: dict | None = None,
     state_names: list[str] | None = None,
     sigs=None,
+    compact: bool = False,
 ) -> tuple[dict[str, Path], Callable[[], nn.Module]]:
-    """Write ``gm`` as ``fmt`` into ``out_dir``; return the artifacts and a loader for the model file."""
+    """Write ``gm`` as ``fmt`` into ``out_dir``; return the artifacts and a loader for the model file.
+    ``compact``: an export archive leaves out the nodes' stack traces (debugging text only: on a
+    small model the graph's text outweighs its weights)."""
     out_dir = Path(out_dir)
     path = out_dir / ARTIFACT_NAMES[fmt]
     if fmt == "torchscript":
@@ -224,6 +227,8 @@ def write(
         ep = to_export(gm, example, dynamic, sigs)
         for node in ep.graph.nodes:  # the re-export's provenance (our own graph's nodes): a third more graph text
             node.meta.pop("from_node", None)
+            if compact:
+                node.meta.pop("stack_trace", None)
         with atomic_path(path) as tmp:
             torch.export.save(ep, str(tmp))
         return {path.name: path}, lambda: torch.export.load(str(path)).module()
