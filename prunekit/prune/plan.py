@@ -95,6 +95,8 @@ def find_groups(a: Analysis, tensors: dict[str, torch.Tensor]) -> tuple[list[Gro
     h2 = np.add.reduceat(keys[1][ps], starts)
     keep = ~np.isin(comps, np.fromiter(a.atoms.hard, dtype=np.int64, count=len(a.atoms.hard)))
     comps, first, h1, h2, starts = comps[keep], first[keep], h1[keep], h2[keep], starts[keep]
+    if not comps.size:  # every channel pinned (a barrier over the whole model): no group, each kept with its reason
+        return [], roots
     order = np.lexsort((first, idx[first]))               # by first index, then first appearance
     comps, first, h1, h2, starts = comps[order], first[order], h1[order], h2[order], starts[order]
     _, label = np.unique(np.stack([h1, h2], axis=1), axis=0, return_inverse=True)
