@@ -13,7 +13,8 @@ piece                     why                                                   
                           ``weights_only=False``; force weights-only, refuse the
                           rest (``_package.pickle``, ``torch._C._pickle_load_obj``)
 ``batch_only_retrace``    TS2EPConverter retraces with every dim dynamic; modulo    2.13.0
-                          size arithmetic (Swin) then takes minutes to solve
+                          size arithmetic (Swin) then takes minutes to solve, and
+                          each extra symbol costs retrace time
                           (``torch.export._trace._export``)
 ``TS2EP_RETRACE_HOOK``    fold tensorised size arithmetic before the converter      2.13.0
                           retraces (``TS2EPConverter.retrace_as_exported_program``)
@@ -103,8 +104,9 @@ _RETRACE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def batch_only_retrace():
-    """Within the converter's retrace, make only dimension 0 of each input dynamic."""
+def batch_only_retrace(dims: "list[set[int]] | None" = None):
+    """Within the converter's retrace, make only dimension 0 of each input dynamic, plus the
+    dimensions ``dims[i]`` names for input ``i`` (the ones that must stay dynamic)."""
     check()
     import torch.export._trace as export_trace
 
@@ -114,7 +116,9 @@ def batch_only_retrace():
     def batch_only(mod, args, *rest, dynamic_shapes=None, **kwargs):
         if dynamic_shapes is not None:
             dynamic_shapes = tuple(
-                {0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.dim() else None for a in args
+                {d: torch.export.Dim.AUTO for d in {0, *(dims[i] if dims and i < len(dims) else ())} if d < a.dim()}
+                if isinstance(a, torch.Tensor) and a.dim() else None
+                for i, a in enumerate(args)
             )
         return real(mod, args, *rest, dynamic_shapes=dynamic_shapes, **kwargs)
 
