@@ -230,3 +230,27 @@ def test_torchscript_capture_shares_the_uploads_weights(tmp_path):
     params = list(cap.gm.parameters())
     assert params and all(p.data_ptr() in ptrs for p in params)
     assert all(isinstance(p, nn.Parameter) for p in params)
+
+
+def test_writer_skips_scripting_only_where_it_cannot_work(tmp_path):
+    """The TorchScript writer goes straight to tracing when the graph still calls an ATen overload:
+    scripting such a graph fails (checked here, so a torch that learns to script overloads shows
+    up), and the traced file computes what the graph computes.  A graph of plain torch calls is
+    still scripted."""
+    from prunekit.io.export import _traceable_sizes, _unscriptable_call, to_torchscript
+
+    cap, sigs = _captured(tmp_path, "traced")
+    prepared = _traceable_sizes(cap.gm)
+    assert _unscriptable_call(prepared) is not None
+    try:
+        torch.jit.script(prepared)
+        scripted = True
+    except Exception:
+        scripted = False
+    assert not scripted
+    ts = to_torchscript(cap.gm, cap.example)
+    x = sample_inputs(sigs, 3, 1)
+    torch.testing.assert_close(ts(*x), cap.gm(*x))
+    plain = fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    assert _unscriptable_call(plain) is None
+    assert isinstance(to_torchscript(plain, (torch.randn(2, 4),)), torch.jit.RecursiveScriptModule)
