@@ -16,6 +16,8 @@ or crash costs one row.  The run is resumable: rows already in the CSV are skipp
     .venv/bin/python -m bench.zoo run                 # everything (hours on 2 cores), resumable
     .venv/bin/python -m bench.zoo run --models resnet18,vgg11 --tools pk_ts,tp
     .venv/bin/python -m bench.zoo summary             # rewrite zoo.md from zoo.csv
+    .venv/bin/python -m bench.zoo run --suite timm    # timm / Hugging Face suites: bench/zoo_suites.py
+    .venv/bin/python -m bench.zoo run --suite hf      # (pk_pt2, pk_ts, tp; results/zoo_<suite>.json)
 
 While ``bench/results/zoo.pause`` exists the runner waits before starting the next run (used by
 the latency benchmarks to get a quiet machine).
@@ -370,13 +372,15 @@ def append_row(row: dict) -> None:
         w.writerow({k: row.get(k, "") for k in COLUMNS})
 
 
-def run_one(name: str, tool: str, timeout: float, mem_limit_mb: int, threads: int) -> dict:
+def run_one(name: str, tool: str, timeout: float, mem_limit_mb: int, threads: int, suite: str = "torchvision") -> dict:
     import psutil
 
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     out.unlink()
     cmd = [sys.executable, "-W", "ignore", "-m", "bench.zoo", "one", name, tool, str(out), "--threads", str(threads)]
+    if suite != "torchvision":  # timm / hf: bench/zoo_suites.py's child
+        cmd = [sys.executable, "-W", "ignore", "-m", "bench.zoo_suites", suite, name, tool, str(out), str(threads)]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     ps = psutil.Process(proc.pid)
@@ -401,7 +405,7 @@ def run_one(name: str, tool: str, timeout: float, mem_limit_mb: int, threads: in
     reader.join(timeout=5)
     tail = getattr(run_one, "_buf", b"") or b""
     wall = round(time.time() - t0, 1)
-    row = {"model": name, "tool": tool, "task": task_of(name)}
+    row = {"model": name, "tool": tool, "task": task_of(name) if suite == "torchvision" else suite}
     if out.exists():
         row.update(json.loads(out.read_text()))
         out.unlink()
@@ -413,13 +417,20 @@ def run_one(name: str, tool: str, timeout: float, mem_limit_mb: int, threads: in
         last = [ln for ln in tail.decode(errors="replace").splitlines() if ln.strip()]
         row.update(status="crashed", reason=f"child exited rc={proc.returncode}: {(last[-1] if last else '')[:300]}",
                    peak_rss_mb=peak >> 20)
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        (LOG_DIR / f"{name}__{tool}.txt").write_text(tail.decode(errors="replace")[-20000:])
+        if suite == "torchvision":
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
+            (LOG_DIR / f"{name}__{tool}.txt").write_text(tail.decode(errors="replace")[-20000:])
+        else:
+            row["traceback_tail"] = tail.decode(errors="replace")[-3000:]
     row["wall_s"] = wall
     return row
 
 
 def run(args) -> None:
+    if args.suite != "torchvision":
+        from bench.zoo_suites import run_suite
+
+        return run_suite(args, run_one)
     RESULTS.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",") if args.models else all_models()
     tools = args.tools.split(",") if args.tools else list(TOOLS)
@@ -535,6 +546,9 @@ def main() -> None:
     r.add_argument("--timeout", type=float, default=300)
     r.add_argument("--mem-limit-mb", type=int, default=14000)
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--suite", choices=("torchvision", "timm", "hf"), default="torchvision",
+                   help="timm / hf: bench/zoo_suites.py (tools pk_pt2, pk_ts, tp; JSON in results/zoo_<suite>.json)")
+    r.add_argument("--redo", action="store_true", help="timm / hf: rerun rows already in the JSON")
     o = sub.add_parser("one")
     o.add_argument("model")
     o.add_argument("tool", choices=TOOLS)
