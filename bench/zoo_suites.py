@@ -542,5 +542,54 @@ def run_suite(args, run_one) -> None:
     save_rows(suite, rows, meta)
 
 
+def _fmt_int(v) -> str:
+    return f"{v:,}" if isinstance(v, int) and v >= 0 else ""
+
+
+def markdown(suite: str) -> str:
+    """The suite's table for bench/README.md (also written to results/zoo_<suite>.md)."""
+    rows = load_rows(suite)
+    if not rows:
+        return ""
+    names = [n for n in SUITES[suite] if any(r["model"] == n for r in rows)]
+    by = {(r["model"], r["tool"]): r for r in rows}
+    s = summarise(rows)
+    out = ["| tool | prunes / total |", "|---|---|"]
+    for tool in TOOLS:
+        out.append(f"| {tool} | {s[tool]['ok']} / {s[tool]['total']} |")
+    out += ["", "| model | tool | status | params before → after | MACs before → after | heads | check max_rel | "
+            "time s (total) | runs b3 / seq24 | cause / barriers |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        for tool in TOOLS:
+            r = by.get((n, tool))
+            if not r:
+                continue
+            heads = f"{r['heads_before']} → {r.get('heads_after', '?')}" if r.get("heads_before") is not None else ""
+            mr = r.get("check_max_rel")
+            mr = f"{mr:.1e}" if isinstance(mr, (int, float)) else ""
+            t = f"{r.get('time_s', '')} ({r.get('total_s', r.get('wall_s', ''))})"
+            runs = "/".join({True: "y", False: "n"}.get(r.get(k), "-") for k in ("runs_batch3", "runs_seq24"))
+            note = r.get("reason", "") if r["status"] != "ok" else ", ".join(r.get("barrier_ops") or [])
+            pw = r.get("params_written")
+            if r["status"] == "ok" and isinstance(pw, int) and pw != r.get("params_after"):
+                note = (note + "; " if note else "") + f"written model: {pw:,} unique params"
+            if r.get("export_dims") == "batch":
+                note = (note + "; " if note else "") + ".pt2 with a static sequence (export refused a dynamic one)"
+            note = note.replace("|", "\\|")[:160]
+            out.append(f"| {n} | {tool} | {r['status']} | {_fmt_int(r.get('params_before'))} → "
+                       f"{_fmt_int(r.get('params_after'))} | {_fmt_int(r.get('macs_before'))} → "
+                       f"{_fmt_int(r.get('macs_after'))} | {heads} | {mr} | {t} | {runs} | {note} |")
+    out += ["", "Failures by cause:", ""]
+    for tool in TOOLS:
+        for cause, models in sorted(s[tool]["failures_by_cause"].items(), key=lambda kv: -len(kv[1])):
+            out.append(f"- {tool} ({len(models)}): `{cause}`: {', '.join(models)}")
+    text = "\n".join(out) + "\n"
+    (RESULTS / f"zoo_{suite}.md").write_text(text)
+    return text
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "md":
+        print(markdown(sys.argv[2]))
+        sys.exit(0)
     child(sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 1)
