@@ -22,7 +22,7 @@ from prunekit.errors import InputSizesLost, OutputLarger
 from prunekit.metrics import count_parameters
 
 from helpers import load_output
-from test_dynamic_dims import SEQ, VOCAB, _ids, _write, tiny
+from test_dynamic_dims import SEQ, VOCAB, FixedLength, _ids, _write, tiny
 
 WTE, HEAD = "m.transformer.wte.weight", "m.lm_head.weight"
 
@@ -90,22 +90,12 @@ def test_state_dict_outputs_store_a_tied_tensor_once(tmp_path):
         assert count_parameters(model) == result.report.params_after
 
 
-class FrozenLength(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(VOCAB, 8)
-        self.fc = nn.Linear(8 * SEQ, 4)
-
-    def forward(self, ids):
-        return self.fc(self.emb(ids).reshape(ids.shape[0], 8 * SEQ))
-
-
 def test_an_output_that_takes_fewer_sizes_is_refused(tmp_path):
     """The artifact proof runs the written model on the check's inputs, the second at another
     sequence length: a written model frozen at one length is refused with ``input_sizes_lost``."""
     from prunekit.api import _prove_artifact
 
-    model = FrozenLength().eval()
+    model = FixedLength().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ts = torch.jit.trace(model, (_ids(2, SEQ),))
