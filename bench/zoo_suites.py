@@ -248,6 +248,10 @@ def child(suite: str, name: str, tool: str, out_path: Path, threads: int) -> Non
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
     row: dict = {"suite": suite, "model": name, "tool": tool}
+    import subprocess
+
+    row["engine_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent,
+                                          capture_output=True, text=True).stdout.strip()
 
     def finish(status, reason="", exc=None):
         row["status"], row["reason"] = status, reason
