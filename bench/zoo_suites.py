@@ -15,7 +15,9 @@ Tools (one row each per model):
   dynamic in the spec's ``dims``);
   both through ``prunekit.prune_to_dir`` (written in the upload's format, loaded back, proven);
 * ``tp``      Torch-Pruning ``MetaPruner`` (MagnitudeImportance(p=2), ratio 0.5, the output head
-  ignored (HF: also embeddings and patch convs, so the residual width stays as PruneKit keeps it); for HF attention ``num_heads`` on the q/k/v projections with ``prune_num_heads=True``,
+  ignored (HF: also embeddings and patch convs, so the residual width stays as PruneKit keeps it;
+  timm attention with one `qkv` Linear: `num_heads` on it and `num_heads` updated after, as in
+  TP's timm ViT example); for HF attention ``num_heads`` on the q/k/v projections with ``prune_num_heads=True``,
   head width kept, and the attention modules' head counts updated afterwards, as TP's HF examples do).
 
 Ratio 0.5, l2, random weights, nothing downloaded.  One subprocess per (model, tool) with a
@@ -439,6 +441,12 @@ def _tp(suite, name, model, inputs, heads, ref, row, finish) -> None:
                    if n.endswith("lm_head") or isinstance(m, (nn.Embedding, nn.Conv2d))]
     kw = {}
     atts = _attentions(model) if suite == "hf" else []
+    fused = [m for m in model.modules() if suite == "timm" and isinstance(getattr(m, "qkv", None), nn.Linear)
+             and isinstance(getattr(m, "num_heads", None), int) and isinstance(getattr(m, "head_dim", None), int)]
+    if fused:  # timm's Attention (one qkv Linear): what TP's timm ViT example does
+        kw = dict(num_heads={m.qkv: m.num_heads for m in fused}, prune_num_heads=True, prune_head_dims=False,
+                  head_pruning_ratio=RATIO)
+        row["heads_before"], row["attentions"] = sum(m.num_heads for m in fused), len(fused)
     if atts:
         num_heads = {}
         for _, q, k, v, h, kvh, _hd in atts:
@@ -457,6 +465,10 @@ def _tp(suite, name, model, inputs, heads, ref, row, finish) -> None:
         row["total_s"] = round(time.perf_counter() - t0, 2)
         return finish("failed", _first_line(exc), exc)
     row["time_s"] = row["total_s"] = round(time.perf_counter() - t0, 2)
+    if fused:
+        for m in fused:
+            m.num_heads = m.qkv.out_features // (3 * m.head_dim)
+        row["heads_after"] = sum(m.num_heads for m in fused)
     # what TP's HF examples do after step(): tell each attention its new head counts
     if atts:
         after = 0
