@@ -45,7 +45,8 @@ RATIO = 0.5
 
 TIMM = ["resnet18", "resnet50d", "resnext50_32x4d", "efficientnet_b0", "mobilenetv3_large_100", "regnety_016",
         "convnext_atto", "deit_tiny_patch16_224", "vit_tiny_patch16_224", "ghostnet_100", "mobilevit_xxs",
-        "levit_128s", "densenet121", "poolformer_s12"]
+        "levit_128s", "densenet121", "poolformer_s12", "edgenext_xx_small", "efficientformer_l1",
+        "mobilenetv4_conv_small", "repvit_m1"]
 HF = ["bert", "distilbert", "albert", "roberta", "gpt2", "gpt_neox", "llama", "qwen2", "mistral", "t5", "bart",
       "vit", "wav2vec2", "clip_text", "clip_vision", "mamba"]
 SUITES = {"timm": TIMM, "hf": HF}
