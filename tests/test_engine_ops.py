@@ -208,6 +208,19 @@ class GroupedQueryAttention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(b, n, -1))
 
 
+class NormalizedTokens(nn.Module):
+    """``F.normalize`` over the tokens, per channel (EdgeNeXt's cross-covariance attention): the
+    divisor carries the channels, so the masked reference must not divide a removed one by zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = F.normalize(self.a(x).transpose(1, 2), dim=-1)
+        return self.b(h.transpose(1, 2) * torch.rsqrt(h.pow(2).mean(-1) + 1e-6).unsqueeze(1))
+
+
 CASES = {
     "conv_transpose": (ConvTranspose, [{"shape": [1, 3, 16, 16]}], ["c.weight", "up.weight"]),
     "group_norm": (GroupNormNet, [{"shape": [1, 3, 8, 8]}], ["c1.weight"]),
@@ -223,6 +236,7 @@ CASES = {
     "index_two_tensors": (IndexPooling, [{"shape": [1, 7], "dtype": "int64", "high": 50}], ["fc.weight"]),
     "weight_norm": (WeightNormConv, [{"shape": [1, 4, 10]}], ["a.weight"]),
     "sdpa_grouped_query": (GroupedQueryAttention, [{"shape": [1, 5, 16]}], ["q.weight", "k.weight", "o.weight"]),
+    "divide_by_channels": (NormalizedTokens, [{"shape": [1, 5, 16]}], ["a.weight"]),
 }
 
 

@@ -168,5 +168,51 @@ def masked_original(gm: fx.GraphModule, analysis: Analysis, removal: "Removal") 
         for mask in _masks_for(shape, lab, removal):
             multiply_after(m, node, f"_prunekit_mask_{count}", mask.to(dtype), order)
             count += 1
+    _ones_in_divisors(m)
     m.recompile()
     return m
+
+
+# Ops that divide by an argument (position): a removed channel masked to 0 there would make the
+# reference compute 0/0 or 1/0 where the pruned model has no channel at all.
+_DIVIDES_BY = {aten.div.Tensor: 1, aten.div.Tensor_mode: 1, aten.reciprocal.default: 0, aten.rsqrt.default: 0}
+_MASK_PREFIX = "_prunekit_mask_"
+
+
+def _mask_chain(node: object) -> tuple[fx.Node, list[str]] | None:
+    """``(masked node, mask buffer names)`` if ``node`` is a chain of mask multiplications."""
+    names = []
+    while (isinstance(node, fx.Node) and node.op == "call_function" and node.target is aten.mul.Tensor
+           and isinstance(node.args[1], fx.Node) and node.args[1].op == "get_attr"
+           and str(node.args[1].target).startswith(_MASK_PREFIX)):
+        names.append(str(node.args[1].target))
+        node = node.args[0]
+    return (node, names) if names else None
+
+
+def _ones_in_divisors(m: fx.GraphModule) -> None:
+    """Where a masked tensor is divided by, its removed channels read 1 instead of 0.
+
+    The masked original zeroes every removed channel where it is produced; a divisor that carries
+    one (``F.normalize``'s clamped norm, a layer's own RMS) would then give NaN or infinity in the
+    reference at a place the pruned model does not have.  Reading 1 there leaves the quotient at
+    the removed channels to the quotient's own mask (zero), and every kept value unchanged."""
+    count = 0
+    for node in list(m.graph.nodes):
+        pos = _DIVIDES_BY.get(node.target) if node.op == "call_function" else None
+        if pos is None or len(node.args) <= pos:
+            continue
+        chain = _mask_chain(node.args[pos])
+        if chain is None:
+            continue
+        keep = None
+        for name in chain[1]:
+            mask = getattr(m, name)
+            keep = mask if keep is None else keep * mask
+        pad_name = f"_prunekit_ones_{count}"
+        count += 1
+        m.register_buffer(pad_name, 1 - keep)
+        with m.graph.inserting_before(node):
+            pad = m.graph.get_attr(pad_name)
+            divisor = m.graph.call_function(aten.add.Tensor, (node.args[pos], pad))
+        node.replace_input_with(node.args[pos], divisor)
