@@ -323,6 +323,8 @@ def _pk(tool, model, inputs, ref, row, finish) -> None:
             return finish("upload_failed", ("export: " if tool == "pk_pt2" else "trace: ") + _first_line(exc), exc)
         del model
         gc.collect()
+        if inputs is TOKENS and row.get("export_dims") == "batch":  # a .pt2 with a static sequence
+            inputs = TOKENS_STATIC
         spec = {"inputs": inputs, "ratio": RATIO, "importance": "l2"}
         t0 = time.perf_counter()
         try:

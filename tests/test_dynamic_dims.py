@@ -118,3 +118,16 @@ def test_a_dimension_that_cannot_stay_dynamic_fails_with_the_reason():
 def test_dims_must_name_dimensions_of_the_shape():
     with pytest.raises(InvalidSpec, match=r"inputs\.0\b.*dims"):
         prunekit.prune(FixedLength().eval(), {"ratio": 0.5, "inputs": [{"shape": [2, SEQ], "dims": [0, 2]}]})
+
+
+def test_dims_naming_a_dimension_the_program_holds_fixed_is_refused(tmp_path):
+    """A .pt2 says itself which sizes it takes: a spec asking for more is refused, naming the field."""
+    model = tiny("bert")
+    path = tmp_path / "fixed_seq.pt2"
+    ep = torch.export.export(model, (_ids(2, SEQ),), dynamic_shapes=({0: torch.export.Dim("batch")},), strict=False)
+    torch.export.save(ep, str(path))
+    spec = {"ratio": 0.5, "inputs": [{"shape": [2, SEQ], "dtype": "int64", "high": VOCAB, "dims": [0, 1]}]}
+    with pytest.raises(InvalidSpec, match=r"inputs\.0\.dims names dimension 1.*one size only"):
+        prunekit.prune(path, spec)
+    spec["inputs"][0]["dims"] = [0]
+    assert prunekit.prune(path, spec).report.check["passed"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import CaptureFailed, first_line
+from ..errors import CaptureFailed, InvalidSpec, first_line
 from dataclasses import replace
 
 from ..io.inputs import InputSignature, dynamic_dims_text, second_size
@@ -73,6 +73,12 @@ def dynamic_dims_of_program(ep, sigs: list[InputSignature]) -> list[InputSignatu
                     s2 = expr.subs(second)
                     if s2.is_Integer and int(s2) >= 1:
                         vary.append((d, int(s2)))
+        fixed = sorted({d for d, _ in sig.vary} - {d for d, _ in vary})
+        if fixed:  # the spec asks for a size the uploaded program was exported without
+            raise InvalidSpec(
+                f"inputs.{i}.dims names dimension {fixed[0]}, which the uploaded program takes at one size only "
+                f"({sig.shape[fixed[0]]}): export it with that dimension dynamic, or leave it out of dims"
+            )
         out.append(replace(sig, vary=tuple(vary)))
     return out
 
