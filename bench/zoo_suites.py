@@ -38,6 +38,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+from bench.zoo import _first_line, _where  # one formatting of errors for every suite
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TOOLS = ("pk_pt2", "pk_ts", "tp")
@@ -213,24 +215,6 @@ def _out(y):
     from torch.utils._pytree import tree_flatten
 
     return [t for t in tree_flatten(y)[0] if isinstance(t, torch.Tensor)]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(exc).__name__}: {line}"[:400]
-
-
-def _where(tb) -> str:
-    frames = traceback.extract_tb(tb)
-    pick = None
-    for f in frames:
-        if "/prunekit/" in f.filename or "/torch_pruning/" in f.filename:
-            pick = f
-    pick = pick or (frames[-1] if frames else None)
-    if pick is None:
-        return ""
-    return f"{pick.filename.split('site-packages/')[-1].split('/prunekit/')[-1]}:{pick.lineno} in {pick.name}"
 
 
 def cause_of(reason: str) -> str:
