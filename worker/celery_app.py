@@ -15,6 +15,7 @@ The job store, not Celery's result backend, holds job state, so results are igno
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery
@@ -55,6 +56,7 @@ def _config(settings: WorkerSettings) -> dict:
     )
 
 
+log = logging.getLogger(__name__)
 settings = WorkerSettings()
 app = make_app(settings)
 celery = app  # ``celery -A worker.celery_app`` looks for ``app`` or ``celery``
@@ -72,6 +74,15 @@ def _share_cores(**_: object) -> None:
 def _concurrency() -> int:
     """Pool children of this worker (Celery's default is one per core)."""
     return int(os.environ.get("PRUNEKIT_WORKER_CONCURRENCY", "0")) or app.conf.worker_concurrency or os.cpu_count() or 1
+
+
+@worker_process_init.connect
+def _preload_engine(**_: object) -> None:
+    """Import what a job imports lazily (torch.export, the TorchScript converter) when the pool
+    child starts, not inside its first job (``prunekit/preload.py``)."""
+    from prunekit.preload import preload
+
+    log.info("engine modules imported in %.1fs", preload())
 
 
 @worker_process_init.connect

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from prunekit.preload import MODULES as PRUNE_MODULES
+
 from .layout import Layout
 from .settings import WorkerSettings
 from .storage import open_store
@@ -50,7 +52,7 @@ def settings_for_child(settings: WorkerSettings) -> str:
 
 
 # Imported once in the fork server, so that every job process starts with them loaded.
-PRELOAD = ["torch", "prunekit", "prunekit.api", "worker.runner"]
+PRELOAD = ["torch", "prunekit", "prunekit.api", "worker.runner", *PRUNE_MODULES]  # see prunekit/preload.py
 
 
 def _context() -> Any:
