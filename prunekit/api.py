@@ -612,14 +612,54 @@ def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Pro
     out_labels = analysis.output_labels if analysis is not None else []
     removal = removed.removal if removed.removal is not None else Removal(np.zeros(0, dtype=bool))
     samples: list = []
+    counted: dict = {}
     result = check_mod.verify(pruned, removed.reference, out_labels, removal, sigs, batches, spec.seed, spec.tolerance,
-                              outputs=samples)
+                              outputs=samples, macs=counted)
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
-    one = _one_input(cap, sigs, spec)
     before = cap.before if cap.before is not None else gm  # the capture of the upload, as uploaded
     normalized = _normalized_change(before, analysis, removed, sigs, batches, spec) if analysis is not None else None
-    return _Checked(result, batches, count_macs(before, one), count_macs(pruned, one),
+    macs_before, macs_after = _check_macs(cap, before, removed, samples, _one_input(cap, sigs, spec), spec, counted)
+    return _Checked(result, batches, macs_before, macs_after,
                     count_parameters(before), count_parameters(pruned), normalized, samples)
+
+
+def _check_macs(cap, before: fx.GraphModule, removed: _Removed, samples: list, one: tuple, spec: Spec,
+                counted: dict) -> tuple[int, int]:
+    """The report's MACs before and after, at ``one``'s shapes (batch 1 where the batch is dynamic).
+
+    The check's first batch ran both models at exactly those shapes under the MAC counter
+    (``counted``), so its figures are taken where they count the graphs :func:`count_macs` would:
+    the pruned graph itself, and for ``before`` the masked original, which is ``before`` plus
+    elementwise masks (which the counter does not count), unless inputs were subselected (the
+    reference is then cut from the subselected graph, not ``before``) or statistics ops were
+    rewritten (``normalized_dims: prune``).  Where a shape depends on values (unbacked symbols:
+    ``nonzero``, ``.item()``; looked for in the capture ``before``, which every other graph here
+    is cut from by ops that make none), other inputs could count otherwise; there, and wherever
+    the check could not count, :func:`count_macs` runs on ``one`` as before."""
+    shapes = [tuple(t.shape) for t in one if isinstance(t, torch.Tensor)]
+    usable = (bool(samples) and [tuple(t.shape) for t in samples[0][1] if isinstance(t, torch.Tensor)] == shapes
+              and not _value_dependent_shapes(before))
+    b = counted.get("before") if usable and cap.before is None and spec.normalized_dims != "prune" else None
+    a = counted.get("after") if usable else None
+    return (b if b is not None else count_macs(before, one), a if a is not None else count_macs(removed.pruned, one))
+
+
+def _value_dependent_shapes(gm: fx.GraphModule) -> bool:
+    """Whether a shape in ``gm`` depends on the input values (an unbacked symbol in a node's
+    recorded value, as ``nonzero`` or ``.item()`` give), or a node has no recorded value to tell."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output", "get_attr"):
+            continue
+        if "val" not in node.meta:
+            return True
+        try:
+            if free_unbacked_symbols(node.meta["val"]):
+                return True
+        except Exception:
+            return True
+    return False
 
 
 def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec: Spec) -> dict | None:

@@ -63,6 +63,29 @@ def _mapping() -> dict:
     return out
 
 
+class MacCounter:
+    """Counts the MACs of the forward passes run inside it, as :func:`count_macs` counts them
+    (same counter, same formulas for the fused recurrent ops), on real tensors.
+
+    For a pass that runs anyway (the check's first batch): the count then costs no pass of its
+    own.  ``macs`` is ``None`` until a pass completed inside the counter."""
+
+    def __init__(self) -> None:
+        self.macs: int | None = None
+        self._mode: FlopCounterMode | None = None
+
+    def __enter__(self) -> "MacCounter":
+        self._mode = FlopCounterMode(display=False, custom_mapping=_mapping())
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        mode, self._mode = self._mode, None
+        mode.__exit__(*exc)
+        if exc[0] is None:
+            self.macs = int(mode.get_total_flops() // 2)
+
+
 def count_macs(module: nn.Module, inputs: tuple) -> int:
     """MACs of one forward pass at the given inputs (FLOPs of matmul-like ops / 2).
 

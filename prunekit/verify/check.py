@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import CheckFailed, first_line
 from ..io.inputs import InputSignature, sample_inputs
+from ..metrics import MacCounter
 
 if TYPE_CHECKING:
     from ..prune.removal import Removal
@@ -128,22 +129,28 @@ def verify(
     seed: int,
     tolerance: float,
     outputs: list | None = None,
+    macs: dict | None = None,
 ) -> CheckResult:
     """``outputs``, if given, receives ``(batch, inputs, pruned outputs)`` per batch size: the
-    artifact proof runs the written model on the same inputs and compares with them."""
+    artifact proof runs the written model on the same inputs and compares with them.
+
+    ``macs``, if given, receives the MACs of the first batch's two passes, counted while they
+    run (``"after"``: the pruned model, ``"before"``: the masked original): the report's MAC
+    figures without passes of their own.  A key is missing where its pass could not be counted."""
     max_abs = max_rel = 0.0
     n_out = 0
 
     def restrict(j: int, t: torch.Tensor) -> torch.Tensor:
         return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, removal)
 
-    for b, x in check_inputs(sigs, batch_sizes, seed):
+    for i, (b, x) in enumerate(check_inputs(sigs, batch_sizes, seed)):
+        count = macs if i == 0 else None
         with torch.no_grad():
             try:
-                got = pruned(*x)
+                got = _counted(pruned, x, count, "after")
             except Exception as exc:
                 raise CheckFailed(f"the pruned model does not run at {where(b, x)}: {first_line(exc)}") from None
-            ref = masked(*x)
+            ref = _counted(masked, x, count, "before")
         dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
         if dev.problem:
             raise CheckFailed(f"the pruned model does not match the masked original at {where(b, x)}: {dev.problem}")
@@ -159,6 +166,21 @@ def verify(
             f"{max_abs:.3g}), above the tolerance {tolerance:g}: an op rule is wrong for this model"
         )
     return res
+
+
+def _counted(model, x: tuple, macs: dict | None, key: str):
+    """``model(*x)``, with its MACs put in ``macs[key]`` when ``macs`` is given.  A pass the
+    counter cannot follow (an op whose formula fails) runs again without it; the key is then
+    left out and the caller counts another way."""
+    if macs is None:
+        return model(*x)
+    try:
+        with MacCounter() as counter:
+            out = model(*x)
+    except Exception:
+        return model(*x)
+    macs[key] = counter.macs
+    return out
 
 
 def output_change(upload, pruned, output_labels: list, removal: "Removal", sigs: list[InputSignature],
