@@ -1,6 +1,6 @@
 """Every place PruneKit reaches into torch internals, in one file, each checked before use.
 
-torch's public API does not cover three things PruneKit needs, so it patches or subclasses
+torch's public API does not cover the things PruneKit needs, so it patches or subclasses
 private pieces.  Each is listed here with the torch versions it was checked on, and
 :func:`check` fails loudly, naming the missing piece, when a torch upgrade removes or renames
 what a patch relies on (better a clear error at the first job than a patch that silently does
@@ -18,6 +18,11 @@ piece                     why                                                   
                           (``torch.export._trace._export``)
 ``TS2EP_RETRACE_HOOK``    fold tensorised size arithmetic before the converter      2.13.0
                           retraces (``TS2EPConverter.retrace_as_exported_program``)
+``TS2EP_INIT``            sort the state dict into parameters and buffers by name,  2.13.0
+                          not by comparing values pairwise (quadratic: 1.25 s on
+                          ViT-B/16); ``capture/torchscript.py`` restates
+                          ``TS2EPConverter.__init__`` (``lift_get_attr``,
+                          ``_create_jit_graph``), a test compares the two
 ``converter_graph``       hand the converter a graph whose constant control flow    2.13.0
                           was specialised (``converter._create_jit_graph``,
                           ``converter._get_param_count_list``)
@@ -33,6 +38,7 @@ import torch
 
 CHECKED_ON = ("2.13.0",)
 TS2EP_RETRACE_HOOK = "retrace_as_exported_program"
+TS2EP_INIT = "lift_get_attr"  # what capture/torchscript.py's restated __init__ calls
 
 
 class TorchInternalsChanged(RuntimeError):
@@ -58,6 +64,7 @@ def check() -> None:
     _require(torch._C, "_pickle_load_obj", "torch._C._pickle_load_obj")
     _require(export_trace, "_export", "torch.export._trace._export")
     _require(TS2EPConverter, TS2EP_RETRACE_HOOK, f"TS2EPConverter.{TS2EP_RETRACE_HOOK}")
+    _require(TS2EPConverter, TS2EP_INIT, f"TS2EPConverter.{TS2EP_INIT}")
     from torch._export import converter
 
     _require(converter, "_create_jit_graph", "torch._export.converter._create_jit_graph")

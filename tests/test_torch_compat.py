@@ -41,3 +41,41 @@ def test_untrusted_unpickling_forces_weights_only_and_restores_torch(tmp_path) -
         with pytest.raises(UnsafeModelFile):
             torch._C._pickle_load_obj(b"")
     assert torch.load is real_load
+
+
+def test_restated_converter_init_sorts_the_state_dict_like_torch_by_name() -> None:
+    """capture/torchscript.py restates TS2EPConverter.__init__ (sorting by name, not by pairwise
+    value comparison): every field but the parameter/buffer split must be what torch's sets, the
+    split must name exactly the parameters, and both converters must give the same program."""
+    import torch.nn as nn
+    from torch._export.converter import TS2EPConverter
+
+    from prunekit.capture.torchscript import _converter_class
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.bn = nn.BatchNorm2d(4)  # fresh: running_var equals weight (torch calls it a parameter)
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.register_buffer("scale", torch.full((4,), 2.0))
+
+        def forward(self, x):
+            y = self.bn(self.conv(x)).mean((2, 3))
+            return self.b(self.a(y)) * self.scale
+
+    ts = torch.jit.trace(Net().eval(), torch.randn(2, 3, 8, 8))
+    x = (torch.randn(2, 3, 8, 8),)
+    ours, theirs = _converter_class()(ts, x), TS2EPConverter(ts, x)
+    assert set(vars(ours)) == set(vars(theirs))
+    for field in ("name_to_non_tensor_attributes", "name_to_constant", "sample_kwargs"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert ours.sample_args is x and len(list(ours.ts_graph.nodes())) == len(list(theirs.ts_graph.nodes()))
+    assert set(ours.name_to_param) == {n for n, _ in ts.named_parameters()}
+    assert set(ours.name_to_param) < set(theirs.name_to_param)  # torch's also took bn.running_var
+    both = lambda c: {**c.name_to_param, **c.name_to_buffer}  # noqa: E731
+    assert both(ours).keys() == both(theirs).keys()
+    assert all(both(ours)[k] is both(theirs)[k] or torch.equal(both(ours)[k], both(theirs)[k]) for k in both(ours))
+    ep_ours, ep_theirs = ours.convert(), theirs.convert()
+    assert str(ep_ours.graph) == str(ep_theirs.graph)
+    assert torch.equal(ep_ours.module()(*x), ep_theirs.module()(*x))
