@@ -617,7 +617,8 @@ def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Pro
                               outputs=samples, macs=counted)
     prog.tick(0.7, f"check passed (max relative deviation {result.max_rel:.2e}); counting MACs")
     before = cap.before if cap.before is not None else gm  # the capture of the upload, as uploaded
-    normalized = _normalized_change(before, analysis, removed, sigs, batches, spec) if analysis is not None else None
+    normalized = (_normalized_change(before, analysis, removed, sigs, batches, spec, samples)
+                  if analysis is not None else None)
     macs_before, macs_after = _check_macs(cap, before, removed, samples, _one_input(cap, sigs, spec), spec, counted)
     return _Checked(result, batches, macs_before, macs_after,
                     count_parameters(before), count_parameters(pruned), normalized, samples)
@@ -662,7 +663,8 @@ def _value_dependent_shapes(gm: fx.GraphModule) -> bool:
     return False
 
 
-def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec: Spec) -> dict | None:
+def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec: Spec,
+                       samples: list | None = None) -> dict | None:
     """``normalized_dims: prune``: which statistics now run over fewer channels, and how far the
     pruned model's output moved from the upload's (the function changed by design)."""
     if spec.normalized_dims != "prune":
@@ -674,7 +676,7 @@ def _normalized_change(before, analysis, removed: _Removed, sigs, batches, spec:
                                 "the kept channels" if changed else "the upload with the removed channels masked")}
     if changed:
         info["output_change"] = check_mod.output_change(before, removed.pruned, analysis.output_labels,
-                                                        removed.removal, sigs, batches, spec.seed)
+                                                        removed.removal, sigs, batches, spec.seed, samples)
     return info
 
 

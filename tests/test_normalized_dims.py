@@ -133,3 +133,24 @@ def test_state_dict_outputs_rebuild_with_the_pruned_norm_widths(tmp_path, arch):
     x = torch.randn(2, *inputs[0]["shape"][1:])
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), res.model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_output_change_reuses_the_checks_pruned_outputs(monkeypatch):
+    """The pruned model already ran on the check's inputs: output_change takes its outputs from
+    the check instead of running it again, and reports exactly what running it gives."""
+    from prunekit.verify import check as check_mod
+
+    seen: dict = {}
+    orig = check_mod.output_change
+
+    def spy(upload, pruned, *args):
+        calls: list = []
+        got = orig(upload, lambda *x: calls.append(1) or pruned(*x), *args)
+        seen["calls"], seen["fresh"] = len(calls), orig(upload, pruned, *args[:-1])  # without the kept outputs
+        return got
+
+    monkeypatch.setattr(check_mod, "output_change", spy)
+    res = prunekit.prune(_model(), {"ratio": 0.5, "inputs": INPUTS, "normalized_dims": "prune"})
+    assert seen["calls"] == 0
+    assert res.report.normalized_dims["output_change"] == seen["fresh"]
+    assert seen["fresh"]["batch_sizes"] == res.report.check["batch_sizes"]

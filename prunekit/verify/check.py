@@ -184,18 +184,27 @@ def _counted(model, x: tuple, macs: dict | None, key: str):
 
 
 def output_change(upload, pruned, output_labels: list, removal: "Removal", sigs: list[InputSignature],
-                  batch_sizes: list[int], seed: int) -> dict:
+                  batch_sizes: list[int], seed: int, pruned_outputs: list | None = None) -> dict:
     """How far the pruned model's outputs are from the upload's (its outputs cut to the kept
     channels), on the check's inputs: the largest relative deviation (as the check measures) and
     the relative L2 change ``|pruned - upload| / |upload|``.  For prunes that change the function
-    by design (``normalized_dims: prune``), reported, never a pass/fail."""
+    by design (``normalized_dims: prune``), reported, never a pass/fail.
+
+    ``pruned_outputs``: the ``(batch, inputs, pruned outputs)`` :func:`verify` kept on these same
+    inputs; the pruned model is then not run again."""
     def restrict(j: int, t: torch.Tensor) -> torch.Tensor:
         return _restrict(t, output_labels[j][1] if j < len(output_labels) else None, removal)
 
+    if pruned_outputs is not None and [b for b, _, _ in pruned_outputs] != list(batch_sizes):
+        pruned_outputs = None  # not the check's inputs at these batches: run the pruned model
+    runs = (pruned_outputs if pruned_outputs is not None
+            else [(b, x, None) for b, x in check_inputs(sigs, batch_sizes, seed)])
     worst, num, den = 0.0, 0.0, 0.0
-    for b, x in check_inputs(sigs, batch_sizes, seed):
+    for b, x, got in runs:
         with torch.no_grad():
-            ref, got = upload(*x), pruned(*x)
+            ref = upload(*x)
+            if got is None:
+                got = pruned(*x)
         dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
         if dev.problem:
             return {"problem": dev.problem}
