@@ -136,3 +136,34 @@ def test_nested_tensor_fast_path_names_the_problem(tmp_path):
     spec = {"ratio": 0.5, "inputs": [{"shape": [1, 8, 12]}, {"shape": [1, 8], "dtype": "bool"}]}
     with pytest.raises(CaptureFailed, match="enable_nested_tensor=False"):
         prunekit.prune(tmp_path / "enc.pt", spec)
+
+
+@pytest.mark.parametrize("broken", ["differs", "raises"])
+def test_a_decomposition_that_does_not_reproduce_the_kernel_keeps_it_whole(broken, tmp_path, monkeypatch):
+    """The TorchScript conversion opens fused calls before its retrace, each checked on the
+    values it takes at the example: a decomposition that computes something else (or fails)
+    leaves every fused call in place, a barrier, and the report says why; the job still passes."""
+    from prunekit.capture import fused
+
+    real = fused.DECOMPOSITIONS[torch.ops.aten._native_multi_head_attention.default]
+
+    def wrong(*args, **kwargs):
+        if broken == "raises":
+            raise RuntimeError("no")
+        out, weights = real(*args, **kwargs)
+        return out + 1.0, weights
+
+    monkeypatch.setitem(fused.DECOMPOSITIONS, torch.ops.aten._native_multi_head_attention.default, wrong)
+    torch.manual_seed(0)
+    model = build("zoo:mha_transformer")
+    inputs = [{"shape": [1, 10, 32], "dtype": "float32"}]
+    _trace_in_inference_mode(model, example(inputs, 2), tmp_path / "mha.pt")
+    result = prunekit.prune_to_dir(tmp_path / "mha.pt", {"ratio": 0.5, "inputs": inputs}, tmp_path / "out")
+    rep = result.report
+    why = "its decomposition did not reproduce it" if broken == "differs" else "could not be decomposed: RuntimeError"
+    assert f"fused aten._native_multi_head_attention.default kept whole ({why})" in rep.warnings, rep.warnings
+    assert not any("decomposed into" in w for w in rep.warnings), rep.warnings
+    assert any("_native_multi_head_attention" in b["op"] for b in rep.barriers), rep.barriers
+    assert rep.check["passed"]
+    in_proj = [p for n, p in result.model.named_parameters() if n.endswith("in_proj_weight")]
+    assert in_proj and all(p.shape[0] == 3 * 32 for p in in_proj)  # the attention kept whole

@@ -9,7 +9,8 @@ fully-qualified names, which is exactly what specs refer to.
   back into parameters so parameter counts stay meaningful (``passes``);
 * ``.pt2``: used as stored (re-exported with a dynamic batch when it was saved static).
 
-Fused transformer kernels that eval-mode tracing records are then opened up (``fused``).
+Fused transformer kernels that eval-mode tracing records are then opened up (``fused``;
+for TorchScript inside the conversion, before its retrace).
 
 The example batch is 2: a batch of 1 makes export specialise the batch dimension.
 """
@@ -97,7 +98,8 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
             else:
                 notes.append("the export archive has a fixed batch size; the pruned model keeps it")
         example = fit_example_to_program(ep, example)
-    ep = open_fused_ops(ep, example, notes)
+    if loaded.format != "torchscript":  # (the TorchScript conversion opens them before its one retrace)
+        ep = open_fused_ops(ep, example, notes)
     gm = ep.module()
     strip_runtime_guards(gm)
     inline_grad_mode(gm)

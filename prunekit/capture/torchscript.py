@@ -16,6 +16,7 @@ import torch
 from ..errors import CaptureFailed, first_line
 from ..io.inputs import sample_inputs
 from ..torch_compat import batch_only_retrace, converter_graph
+from .fused import open_fused_graph, open_fused_ops
 from .passes import fold_scalar_arithmetic, scalar_ops_to_python
 from .quiet import quiet
 from .script_branches import has_control_flow, prepare_scripted
@@ -86,6 +87,8 @@ def ts_to_export(ts, example: tuple, notes: list[str], prepared=None, dims: "lis
         def retrace_as_exported_program(self, gm, name_to_constant):
             fold_scalar_arithmetic(gm)
             scalar_ops_to_python(gm)
+            fused_notes: list[str] = []
+            opened[:] = [open_fused_graph(gm, self.sample_args, fused_notes), fused_notes]
             if not any(n.target is operator.mod for n in gm.graph.nodes):  # only folds still in use
                 if dims is None:
                     return super().retrace_as_exported_program(gm, name_to_constant)
@@ -96,11 +99,18 @@ def ts_to_export(ts, example: tuple, notes: list[str], prepared=None, dims: "lis
             with batch_only_retrace():
                 return super().retrace_as_exported_program(gm, name_to_constant)
 
+    opened: list = []  # open_fused_graph's verdict and note, of the retrace that succeeded
     if prepared is None:
-        return SizeFoldingConverter(ts, example).convert()
-    with converter_graph(prepared.graph, prepared.params, prepared.module):
-        converter = SizeFoldingConverter(ts, example)
-    return converter.convert()
+        ep = SizeFoldingConverter(ts, example).convert()
+    else:
+        with converter_graph(prepared.graph, prepared.params, prepared.module):
+            converter = SizeFoldingConverter(ts, example)
+        ep = converter.convert()
+    if opened:
+        notes.extend(opened[1])
+    if not opened or opened[0] is not False:  # fused calls the converter's graph did not show (a
+        ep = open_fused_ops(ep, example, notes)  # branch's subgraph) are opened in the program
+    return ep
 
 
 def convert_torchscript(ts, sigs, seed: int, own_batch: int, example: tuple, notes: list[str]):
