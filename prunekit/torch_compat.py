@@ -23,6 +23,9 @@ piece                     why                                                   
                           ViT-B/16); ``capture/torchscript.py`` restates
                           ``TS2EPConverter.__init__`` (``lift_get_attr``,
                           ``_create_jit_graph``), a test compares the two
+``no_stack_traces``       the converter's retrace records a stack trace per node    2.13.0
+                          from generated code, none of which survives
+                          (``torch.fx.config.do_not_emit_stack_traces``)
 ``converter_graph``       hand the converter a graph whose constant control flow    2.13.0
                           was specialised (``converter._create_jit_graph``,
                           ``converter._get_param_count_list``)
@@ -65,6 +68,7 @@ def check() -> None:
     _require(export_trace, "_export", "torch.export._trace._export")
     _require(TS2EPConverter, TS2EP_RETRACE_HOOK, f"TS2EPConverter.{TS2EP_RETRACE_HOOK}")
     _require(TS2EPConverter, TS2EP_INIT, f"TS2EPConverter.{TS2EP_INIT}")
+    _require(torch.fx.config, "do_not_emit_stack_traces", "torch.fx.config.do_not_emit_stack_traces")
     from torch._export import converter
 
     _require(converter, "_create_jit_graph", "torch._export.converter._create_jit_graph")
@@ -162,3 +166,31 @@ def converter_graph(graph, params: list, module):
             yield
         finally:
             converter._create_jit_graph = real
+
+
+_STACK_TRACES_LOCK = threading.Lock()
+_stack_traces_off = 0
+
+
+@contextlib.contextmanager
+def no_stack_traces():
+    """Within this block, tracing records no ``node.meta["stack_trace"]`` (``torch.fx.config``,
+    process-wide: an export running in another thread meanwhile records none either, which
+    costs it debugging text only).  Nested and concurrent blocks restore torch's setting once
+    the last one ends."""
+    global _stack_traces_off
+    check()
+    import torch.fx.config as fx_config
+
+    with _STACK_TRACES_LOCK:
+        if _stack_traces_off == 0:
+            no_stack_traces.saved = fx_config.do_not_emit_stack_traces
+        _stack_traces_off += 1
+        fx_config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        with _STACK_TRACES_LOCK:
+            _stack_traces_off -= 1
+            if _stack_traces_off == 0:
+                fx_config.do_not_emit_stack_traces = no_stack_traces.saved

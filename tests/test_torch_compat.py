@@ -79,3 +79,14 @@ def test_restated_converter_init_sorts_the_state_dict_like_torch_by_name() -> No
     ep_ours, ep_theirs = ours.convert(), theirs.convert()
     assert str(ep_ours.graph) == str(ep_theirs.graph)
     assert torch.equal(ep_ours.module()(*x), ep_theirs.module()(*x))
+
+
+def test_no_stack_traces_restores_torchs_setting_after_nested_blocks() -> None:
+    import torch.fx.config as fx_config
+
+    before = fx_config.do_not_emit_stack_traces
+    with torch_compat.no_stack_traces():
+        with torch_compat.no_stack_traces():
+            assert fx_config.do_not_emit_stack_traces is True
+        assert fx_config.do_not_emit_stack_traces is True  # the outer block still holds it
+    assert fx_config.do_not_emit_stack_traces == before

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import CaptureFailed, first_line
 from ..io.inputs import sample_inputs
-from ..torch_compat import batch_only_retrace, converter_graph
+from ..torch_compat import batch_only_retrace, converter_graph, no_stack_traces
 from .fused import open_fused_graph, open_fused_ops
 from .passes import fold_scalar_arithmetic, scalar_ops_to_python
 from .quiet import quiet
@@ -101,10 +101,13 @@ def ts_to_export(ts, example: tuple, notes: list[str], prepared=None, dims: "lis
 
     opened: list = []  # open_fused_graph's verdict and note, of the retrace that succeeded
     if prepared is None:
-        ep = SizeFoldingConverter(ts, example).convert()
+        converter = SizeFoldingConverter(ts, example)
     else:
         with converter_graph(prepared.graph, prepared.params, prepared.module):
             converter = SizeFoldingConverter(ts, example)
+    # The retrace runs the converter's generated code: no node keeps a stack trace from it, but
+    # recording one per node cost ResNet-50 0.12 s of CPU.
+    with no_stack_traces():
         ep = converter.convert()
     if opened:
         notes.extend(opened[1])
