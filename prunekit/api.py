@@ -220,6 +220,7 @@ class _Load:
     out_fmt: str
     cal: Calibration | None = None
     original_eval: dict | None = None  # the original on the held-out samples (evaluated once)
+    capture_macs: dict = field(default_factory=dict)  # the capture's MACs, counted by the upload comparison
 
 
 @dataclass
@@ -277,7 +278,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
             with torch.no_grad():
                 check_targets(load.cal, first_tensor(cap.gm(*load.cal.example())))
         # the upload is compared with its capture once: every setting is cut from that capture
-        upload_batches, upload_rel = _compare_upload(cap, load.sigs, spec)
+        upload_batches, upload_rel = _compare_upload(cap, load.sigs, spec, load.capture_macs)
         analysis, inputs_report = None, None
         if spec.method == "structured":
             prog.start("analyse", "finding coupled channels")
@@ -421,10 +422,16 @@ def _check_batches(cap) -> list[int]:
     return [1, 3] if cap.dynamic_batch else [int(cap.example[0].shape[0])] * 2
 
 
-def _compare_upload(cap, sigs, spec: Spec) -> tuple[list[int], float]:
+def _compare_upload(cap, sigs, spec: Spec, macs: dict | None = None) -> tuple[list[int], float]:
+    """``macs`` receives the capture's MACs at the first batch (``"captured"``: ``(macs, input
+    shapes)``) and the graph they count (``"graph"``): the report's MACs before, without a pass
+    of their own."""
     batches = _check_batches(cap)
     upload_batches = batches if cap.upload_batch is None else [cap.upload_batch]
-    rel = check_mod.compare_with_upload(cap.upload, cap.gm, sigs, upload_batches, spec.seed, spec.tolerance)
+    rel = check_mod.compare_with_upload(cap.upload, cap.gm, sigs, upload_batches, spec.seed, spec.tolerance,
+                                        macs=macs)
+    if macs is not None:
+        macs["graph"] = cap.gm  # what was counted (the inputs stage may put another graph in cap.gm)
     return sorted(set(upload_batches)), rel
 
 
@@ -460,7 +467,7 @@ def _prune_setting(load: _Load, cap, analysis, inp: RankInputs, spec: Spec, prog
     removed = _remove_stage(source, analysis, removal)
     prog.start("check", "comparing with the masked original")
     removed.reference = masked_original(source, analysis, removal)  # the check's reference: built for it
-    checked = _check_stage(cap, analysis, removed, load.sigs, spec, prog)
+    checked = _check_stage(cap, analysis, removed, load.sigs, spec, prog, load.capture_macs)
     if "gradprobe" in inp.details:
         extra["importance"] = {"gradprobe": dict(inp.details["gradprobe"])}
     setting = _Setting(spec, plan, removed, checked, extra=extra)
@@ -559,7 +566,7 @@ def _unstructured_setting(load: _Load, cap, inp: RankInputs, spec: Spec, prog: "
     pruned = unstructured.zeroed(cap.gm, masks)
     removed = _Removed(_tensors(cap.gm), None, pruned, unstructured.masked_in_graph(cap.gm, masks))
     prog.start("check", "comparing with the uploaded model, its weights masked in the graph")
-    checked = _check_stage(cap, None, removed, load.sigs, spec, prog)
+    checked = _check_stage(cap, None, removed, load.sigs, spec, prog, load.capture_macs)
     extra = {"sparsity": unstructured.report(cap.gm, masks, spec)}
     if "gradprobe" in inp.details:
         extra["importance"] = {"gradprobe": dict(inp.details["gradprobe"])}
@@ -605,7 +612,8 @@ def _remove_stage(gm: fx.GraphModule, analysis, removal: Removal) -> _Removed:
     return _Removed(_tensors(gm), removal, apply(gm, analysis, removal), None)
 
 
-def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Progress") -> _Checked:
+def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Progress",
+                 capture_macs: dict | None = None) -> _Checked:
     gm, pruned = cap.gm, removed.pruned
     batches = _check_batches(cap)
     prog.tick(0.2, "running the pruned model and the masked original")
@@ -619,30 +627,32 @@ def _check_stage(cap, analysis, removed: _Removed, sigs, spec: Spec, prog: "_Pro
     before = cap.before if cap.before is not None else gm  # the capture of the upload, as uploaded
     normalized = (_normalized_change(before, analysis, removed, sigs, batches, spec, samples)
                   if analysis is not None else None)
-    macs_before, macs_after = _check_macs(cap, before, removed, samples, _one_input(cap, sigs, spec), spec, counted)
+    macs_before, macs_after = _check_macs(before, pruned, _one_input(cap, sigs, spec), capture_macs or {}, counted)
     return _Checked(result, batches, macs_before, macs_after,
                     count_parameters(before), count_parameters(pruned), normalized, samples)
 
 
-def _check_macs(cap, before: fx.GraphModule, removed: _Removed, samples: list, one: tuple, spec: Spec,
+def _check_macs(before: fx.GraphModule, pruned: fx.GraphModule, one: tuple, capture_macs: dict,
                 counted: dict) -> tuple[int, int]:
     """The report's MACs before and after, at ``one``'s shapes (batch 1 where the batch is dynamic).
 
-    The check's first batch ran both models at exactly those shapes under the MAC counter
-    (``counted``), so its figures are taken where they count the graphs :func:`count_macs` would:
-    the pruned graph itself, and for ``before`` the masked original, which is ``before`` plus
-    elementwise masks (which the counter does not count), unless inputs were subselected (the
-    reference is then cut from the subselected graph, not ``before``) or statistics ops were
-    rewritten (``normalized_dims: prune``).  Where a shape depends on values (unbacked symbols:
-    ``nonzero``, ``.item()``; looked for in the capture ``before``, which every other graph here
-    is cut from by ops that make none), other inputs could count otherwise; there, and wherever
-    the check could not count, :func:`count_macs` runs on ``one`` as before."""
+    The upload comparison ran the capture, and the check the pruned graph, at the first check
+    batch under the MAC counter (``capture_macs``, ``counted``: :func:`count_macs`'s counter and
+    formulas, on real tensors).  Those counts are the report's where they count the very graphs
+    :func:`count_macs` would (the capture ``before``, which the inputs stage may have replaced in
+    ``cap.gm``, and the pruned graph) at ``one``'s shapes, and no shape depends on the input
+    values (unbacked symbols: ``nonzero``, ``.item()``; looked for in ``before``, which the pruned
+    graph is cut from by ops that make none), where other inputs could count otherwise.  Anywhere
+    else, or where a pass could not be counted, :func:`count_macs` runs on ``one`` as before."""
     shapes = [tuple(t.shape) for t in one if isinstance(t, torch.Tensor)]
-    usable = (bool(samples) and [tuple(t.shape) for t in samples[0][1] if isinstance(t, torch.Tensor)] == shapes
-              and not _value_dependent_shapes(before))
-    b = counted.get("before") if usable and cap.before is None and spec.normalized_dims != "prune" else None
-    a = counted.get("after") if usable else None
-    return (b if b is not None else count_macs(before, one), a if a is not None else count_macs(removed.pruned, one))
+    same_values = not _value_dependent_shapes(before)
+
+    def take(got) -> int | None:
+        return got[0] if got is not None and got[1] == shapes and same_values else None
+
+    b = take(capture_macs.get("captured")) if capture_macs.get("graph") is before else None
+    a = take(counted.get("after"))
+    return (b if b is not None else count_macs(before, one), a if a is not None else count_macs(pruned, one))
 
 
 def _value_dependent_shapes(gm: fx.GraphModule) -> bool:

@@ -134,9 +134,10 @@ def verify(
     """``outputs``, if given, receives ``(batch, inputs, pruned outputs)`` per batch size: the
     artifact proof runs the written model on the same inputs and compares with them.
 
-    ``macs``, if given, receives the MACs of the first batch's two passes, counted while they
-    run (``"after"``: the pruned model, ``"before"``: the masked original): the report's MAC
-    figures without passes of their own.  A key is missing where its pass could not be counted."""
+    ``macs``, if given, receives as ``"after"`` the MACs of the pruned model's pass at the first
+    batch and the input shapes they were counted at, ``(macs, shapes)``, counted while it runs:
+    the report's figure without a pass of its own.  The key is missing where the pass could not
+    be counted."""
     max_abs = max_rel = 0.0
     n_out = 0
 
@@ -150,7 +151,7 @@ def verify(
                 got = _counted(pruned, x, count, "after")
             except Exception as exc:
                 raise CheckFailed(f"the pruned model does not run at {where(b, x)}: {first_line(exc)}") from None
-            ref = _counted(masked, x, count, "before")
+            ref = masked(*x)
         dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
         if dev.problem:
             raise CheckFailed(f"the pruned model does not match the masked original at {where(b, x)}: {dev.problem}")
@@ -169,9 +170,9 @@ def verify(
 
 
 def _counted(model, x: tuple, macs: dict | None, key: str):
-    """``model(*x)``, with its MACs put in ``macs[key]`` when ``macs`` is given.  A pass the
-    counter cannot follow (an op whose formula fails) runs again without it; the key is then
-    left out and the caller counts another way."""
+    """``model(*x)``, with ``(its MACs, the input shapes)`` put in ``macs[key]`` when ``macs`` is
+    given.  A pass the counter cannot follow (an op whose formula fails) runs again without it;
+    the key is then left out and the caller counts another way."""
     if macs is None:
         return model(*x)
     try:
@@ -179,7 +180,7 @@ def _counted(model, x: tuple, macs: dict | None, key: str):
             out = model(*x)
     except Exception:
         return model(*x)
-    macs[key] = counter.macs
+    macs[key] = (counter.macs, [tuple(t.shape) for t in x if isinstance(t, torch.Tensor)])
     return out
 
 
@@ -221,12 +222,16 @@ def output_change(upload, pruned, output_labels: list, removal: "Removal", sigs:
 
 def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_sizes: list[int], seed: int,
                         tolerance: float, *, what: str = "the captured graph",
-                        reference: str = "the uploaded model") -> float:
+                        reference: str = "the uploaded model", macs: dict | None = None) -> float:
     """Run the upload and the captured graph on the check's inputs; return the largest relative
     deviation, or raise ``CheckFailed`` when the capture is not the upload.  (``what`` and
-    ``reference`` name the two in the messages when another pair is compared the same way.)"""
+    ``reference`` name the two in the messages when another pair is compared the same way.)
+
+    ``macs``, if given, receives as ``"captured"`` the MACs of the captured graph's pass at the
+    first batch and the input shapes, ``(macs, shapes)``, counted while it runs (missing where it
+    could not be counted)."""
     worst = 0.0
-    for b, x in check_inputs(sigs, batch_sizes, seed):
+    for i, (b, x) in enumerate(check_inputs(sigs, batch_sizes, seed)):
         with torch.no_grad():
             try:
                 ref = upload(*x)
@@ -236,7 +241,7 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
                     "does not: part of the model was lost, so nothing is handed out"
                 ) from None
             try:
-                got = captured(*x)
+                got = _counted(captured, x, macs if i == 0 else None, "captured")
             except Exception as exc:
                 raise CheckFailed(f"{what} does not run at {where(b, x)}: {first_line(exc)}") from None
         dev = compare_outputs(ref, got)
