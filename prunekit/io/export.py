@@ -124,11 +124,19 @@ def _traceable_sizes(gm: fx.GraphModule, for_trace: bool = False) -> fx.GraphMod
         elif hasattr(torch.Tensor, name):
             node.op, node.target = "call_method", name
     if for_trace:  # after the rewrite above, which reads the item as a size
-        for node in list(graph.nodes):
-            if (node.op == "call_function" and node.target is torch.ops.aten.item.default
-                    and isinstance(node.meta.get("val"), _SIZE_VALUES) and isinstance(node.args[0], fx.Node)):
-                node.replace_all_uses_with(node.args[0])
-                graph.erase_node(node)
+        return _size_items_as_tensors(gm)
+    gm.recompile()
+    return gm
+
+
+def _size_items_as_tensors(gm: fx.GraphModule) -> fx.GraphModule:
+    """:func:`_traceable_sizes`'s ``for_trace`` step, in place on its result."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if (node.op == "call_function" and node.target is torch.ops.aten.item.default
+                and isinstance(node.meta.get("val"), _SIZE_VALUES) and isinstance(node.args[0], fx.Node)):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
     gm.recompile()
     return gm
 
@@ -164,7 +172,9 @@ def to_torchscript(gm: fx.GraphModule, example: tuple) -> torch.jit.ScriptModule
                 "ask for output_format 'export'"
             )
         try:
-            return torch.jit.trace(_traceable_sizes(gm, for_trace=True), example, check_trace=False, strict=False)
+            # never scripted, ``prepared`` is finished in place; else from a fresh copy of ``gm``
+            traceable = _size_items_as_tensors(prepared) if overload is not None else _traceable_sizes(gm, for_trace=True)
+            return torch.jit.trace(traceable, example, check_trace=False, strict=False)
         except Exception as exc:
             raise ExportFailed(f"TorchScript conversion of the pruned model failed: {first_line(exc, with_type=True)}") from None
 

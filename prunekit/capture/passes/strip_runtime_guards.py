@@ -24,16 +24,20 @@ def strip_runtime_guards(gm: fx.GraphModule) -> None:
     They pin the captured widths (``u1 >= 8``) and would fire once channels are removed; the
     masked-vs-pruned check validates shapes instead.
     """
+    changed = False
     for node in reversed(list(gm.graph.nodes)):
         if node.op == "call_module" and node.target == "_guards_fn" and not node.users:
             gm.graph.erase_node(node)
+            changed = True
         elif node.op == "call_function" and node.target in _RUNTIME_ASSERTS and not node.users:
             gm.graph.erase_node(node)
-    gm.graph.eliminate_dead_code()
+            changed = True
+    changed = gm.graph.eliminate_dead_code() or changed
     if hasattr(gm, "_guards_fn"):
         delattr(gm, "_guards_fn")
     for key, hook in list(gm._forward_pre_hooks.items()):
         if getattr(hook, "__name__", "") == "_check_input_constraints_pre_hook":
             del gm._forward_pre_hooks[key]  # the same input guards, as a hook
-    gm.graph.lint()
-    gm.recompile()
+    if changed:  # (else the code is the graph's already)
+        gm.graph.lint()
+        gm.recompile()
