@@ -43,7 +43,7 @@ from .io import export as export_mod
 from .io.formats import EAGER_FORMATS
 from .io.inputs import InputSignature, from_safetensors, from_specs, sample_inputs
 from .io.loading import LoadedModel, load_model
-from .memory import release_freed
+from .memory import release_freed, trim
 from .metrics import count_macs, count_parameters
 from .prune import from_zeros
 from .prune import inputs as inputs_mod
@@ -92,6 +92,7 @@ class _Progress:
         self.inner: str | None = None                        # the setting's own stage
 
     def start(self, stage: str, message: str) -> None:
+        trim()  # what the stage before freed goes back to the OS, so this stage's peak does not sit on it
         if self.window is not None:
             self.inner = stage
             self._emit(0.0, message)
@@ -221,6 +222,7 @@ class _Load:
     cal: Calibration | None = None
     original_eval: dict | None = None  # the original on the held-out samples (evaluated once)
     capture_macs: dict = field(default_factory=dict)  # the capture's MACs, counted by the upload comparison
+    upload_params: int = 0             # the upload's unique parameters (the upload itself is let go after capture)
 
 
 @dataclass
@@ -279,6 +281,7 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
                 check_targets(load.cal, first_tensor(cap.gm(*load.cal.example())))
         # the upload is compared with its capture once: every setting is cut from that capture
         upload_batches, upload_rel = _compare_upload(cap, load.sigs, spec, load.capture_macs)
+        _let_go_of_upload(load, cap)
         analysis, inputs_report = None, None
         if spec.method == "structured":
             prog.start("analyse", "finding coupled channels")
@@ -433,6 +436,21 @@ def _compare_upload(cap, sigs, spec: Spec, macs: dict | None = None) -> tuple[li
     if macs is not None:
         macs["graph"] = cap.gm  # what was counted (the inputs stage may put another graph in cap.gm)
     return sorted(set(upload_batches)), rel
+
+
+def _let_go_of_upload(load: _Load, cap) -> None:
+    """After the upload comparison only the upload's parameter count is still needed (no output
+    is larger than its upload): a TorchScript upload's module and a ``.pt2``'s program are let go
+    before the later stages' peaks.  Their weights live on in the capture, which shares them; what
+    goes is the TorchScript code and graphs and the executor's plans (EfficientNet-B0: ~30 MB,
+    1.5x its weights) or the program's graph.  An eager module stays: the analysis reads its
+    frozen tensors and a state-dict output its names."""
+    load.upload_params = count_parameters(cap.upload) if isinstance(cap.upload, nn.Module) else 0
+    cap.upload = None
+    if load.loaded.format == "torchscript":
+        load.loaded.module = None
+    elif load.loaded.program is not None:
+        load.loaded.program = None
 
 
 def _one_input(cap, sigs, spec: Spec) -> tuple:
@@ -728,8 +746,7 @@ def _never_larger(load: _Load, cap, checked: _Checked, exported: _Exported) -> N
     """No output is larger than its upload: in unique parameters (a tie cut apart would add one),
     and in file size where it is written in the upload's own format (another format carries
     other overhead: a traced graph's code, a manifest, asked for by the user)."""
-    upload = cap.upload if isinstance(cap.upload, nn.Module) else None
-    before = max(count_parameters(upload) if upload is not None else 0, checked.params_before)
+    before = max(load.upload_params, checked.params_before)
     if exported.params_after > before:
         raise OutputLarger(
             f"the written model has {exported.params_after:,} unique parameters, more than the upload's {before:,} "

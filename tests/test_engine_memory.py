@@ -232,6 +232,59 @@ def test_torchscript_capture_shares_the_uploads_weights(tmp_path):
     assert all(isinstance(p, nn.Parameter) for p in params)
 
 
+def test_upload_is_let_go_after_the_upload_comparison(tmp_path, monkeypatch):
+    """A TorchScript module or a .pt2 program is not held through analysis, check and export (its
+    code and graphs were 1.5x the weights on EfficientNet-B0; the capture keeps the weights); the
+    job still refuses an output with more parameters than the upload, counted before it went."""
+    import gc
+    import weakref
+
+    from prunekit import api
+
+    real = api.load_model
+    for fmt in ("traced", "export"):
+        path = save_model(Net(), fmt, INPUTS, tmp_path / f"m_{fmt}.bin")
+        refs: list = []
+
+        def spy(*args, **kwargs):
+            loaded = real(*args, **kwargs)
+            refs.append(weakref.ref(loaded.module if loaded.module is not None else loaded.program))
+            return loaded
+
+        monkeypatch.setattr(api, "load_model", spy)
+        alive: dict[str, bool] = {}
+
+        def progress(stage, fraction, message):
+            if stage not in alive and refs:
+                gc.collect()
+                alive[stage] = refs[0]() is not None
+
+        res = prunekit.prune_to_dir(path, {"inputs": INPUTS, "ratio": 0.5}, tmp_path / f"out_{fmt}", progress=progress)
+        assert alive["capture"], fmt  # the capture and the upload comparison run it
+        later = [s for s in ("analyse", "rank", "remove", "check", "export") if s in alive]
+        assert later == ["analyse", "rank", "remove", "check", "export"], (fmt, alive)
+        assert not any(alive[s] for s in later), (fmt, alive)
+        assert 0 < res.report.params_after < res.report.params_before
+
+
+def test_upload_parameter_count_is_taken_before_the_upload_goes(tmp_path, monkeypatch):
+    """What the no-larger-output rule compares with is the upload's own unique parameter count."""
+    from prunekit import api
+    from prunekit.metrics import count_parameters
+
+    path = save_model(Net(), "traced", INPUTS, tmp_path / "m.pt")
+    seen: list[int] = []
+    real = api._let_go_of_upload
+
+    def spy(load, cap):
+        real(load, cap)
+        seen.append(load.upload_params)
+
+    monkeypatch.setattr(api, "_let_go_of_upload", spy)
+    prunekit.prune_to_dir(path, {"inputs": INPUTS, "ratio": 0.5}, tmp_path / "out")
+    assert seen == [count_parameters(load_model(path).module)] and seen[0] > 0
+
+
 def test_writer_skips_scripting_only_where_it_cannot_work(tmp_path):
     """The TorchScript writer goes straight to tracing when the graph still calls an ATen overload:
     scripting such a graph fails (checked here, so a torch that learns to script overloads shows

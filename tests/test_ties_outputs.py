@@ -130,6 +130,7 @@ def test_an_output_larger_than_its_upload_is_refused(tmp_path):
     class Load:
         loaded: Loaded
         out_fmt: str = "export"
+        upload_params: int = count_parameters(tied)  # counted before the upload is let go (api._let_go_of_upload)
 
     @dataclass
     class Cap:

@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..errors import CheckFailed, first_line
 from ..io.inputs import InputSignature, sample_inputs
+from ..memory import trim
 from ..metrics import MacCounter
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def verify(
                 got = _counted(pruned, x, count, "after")
             except Exception as exc:
                 raise CheckFailed(f"the pruned model does not run at {where(b, x)}: {first_line(exc)}") from None
+            trim()  # the pruned run's activations (other sizes than the masked run's) go back first
             ref = masked(*x)
         dev = compare_outputs(ref, got, restrict=restrict, dtypes=False)
         if dev.problem:
@@ -159,6 +161,7 @@ def verify(
         if outputs is not None:
             outputs.append((b, x, got))
         del ref
+        trim()
         max_abs, max_rel = max(max_abs, dev.max_abs), max(max_rel, dev.max_rel)
     res = CheckResult(max_abs, max_rel, max_rel <= tolerance, list(batch_sizes), n_out, tolerance)
     if not res.passed:
