@@ -271,7 +271,8 @@ def _run_stages(model: Any, spec: Spec, inputs: Path | None, progress: ProgressC
     prog.start("load", "reading the model" + (" and the calibration data" if calibration is not None else ""))
     load = _load_stage(model, spec, inputs, calibration)
     prog.start("capture", f"capturing the {load.loaded.format} model as a graph")
-    cap = capture(load.loaded, load.sigs, seed=spec.seed)
+    # node stack traces (the model's source lines) live on only in an export archive or the graph handed back
+    cap = capture(load.loaded, load.sigs, seed=spec.seed, stack_traces=out_dir is None or load.out_fmt == "export")
     load.sigs = cap.sigs or load.sigs  # with the dynamic dims besides the batch the upload takes
     release_freed()  # capture's scaffolding is gone: do not carry its peak into the later stages
     names = symbol_names(cap.gm)

@@ -59,3 +59,38 @@ def test_traced_size_arithmetic_modulo_is_folded(tmp_path):
     with torch.no_grad():
         for batch in (1, 4):
             assert loaded(torch.randn(batch, 3, 30, 30)).shape == (batch, 5)
+
+
+def _stack_traces(graph) -> list[str]:
+    return [n.meta["stack_trace"] for n in graph.nodes if n.op == "call_function" and n.meta.get("stack_trace")]
+
+
+def test_eager_capture_records_stack_traces_only_where_they_live_on(tmp_path, monkeypatch):
+    """A state-dict upload's nodes carry the model's source lines into an export archive (and
+    into the graph ``prune`` hands back); for any other output nobody reads them, so the capture
+    does not pay for recording them."""
+    from prunekit.registry import build
+
+    from helpers import save_model
+
+    src = save_model(build("zoo:mlp"), "state_dict", [{"shape": [1, 700]}], tmp_path / "w.pt")
+    spec = {"architecture": "zoo:mlp", "ratio": 0.5}
+    res = prunekit.prune_to_dir(src, {**spec, "output_format": "export"}, tmp_path / "pt2")
+    written = torch.export.load(str(res.artifacts["model.pt2"]))
+    assert any("zoo/mlp.py" in t for t in _stack_traces(written.graph)), _stack_traces(written.graph)[:2]
+    assert _stack_traces(prunekit.prune(src, spec).model.graph)  # the graph handed back
+
+    import prunekit.api as api
+
+    seen = {}
+    real = api.capture
+
+    def spy(*args, **kwargs):
+        cap = real(*args, **kwargs)
+        seen["traces"] = _stack_traces(cap.gm.graph)
+        return cap
+
+    monkeypatch.setattr(api, "capture", spy)
+    res = prunekit.prune_to_dir(src, spec, tmp_path / "sd")
+    assert res.report.output_format == "state_dict" and res.report.check["passed"]
+    assert seen["traces"] == []

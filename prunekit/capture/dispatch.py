@@ -17,6 +17,7 @@ The example batch is 2: a batch of 1 makes export specialise the batch dimension
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ from ..errors import CaptureFailed
 from ..io.formats import EAGER_FORMATS
 from ..io.inputs import InputSignature, sample_inputs
 from ..io.loading import LoadedModel
+from ..torch_compat import no_stack_traces
 from .export_program import (batch_is_dynamic, check_inputs_fit_program, dynamic_dims_of_program, export_eager,
                              fit_example_to_program, relax_batch)
 from .fused import open_fused_ops
@@ -61,8 +63,13 @@ def _keeps_dims(gm: fx.GraphModule, sigs: list[InputSignature]) -> None:
                             "size there (spec inputs[i].dims): the pruned model would accept fewer input sizes")
 
 
-def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> Captured:
-    """Return the model as a ``GraphModule`` plus the example it was captured with."""
+def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0, *,
+            stack_traces: bool = True) -> Captured:
+    """Return the model as a ``GraphModule`` plus the example it was captured with.
+
+    ``stack_traces=False``: an eager module is exported without recording each node's stack
+    trace (the model's source lines, which only an export archive written from the capture
+    carries on; ResNet-50: 0.70 -> 0.61 s of CPU).  TorchScript conversion records none either way."""
     notes: list[str] = []
     example = sample_inputs(sigs, CAPTURE_BATCH, seed)
     own_batch = sigs[0].shape[0] if sigs else CAPTURE_BATCH
@@ -73,14 +80,15 @@ def capture(loaded: LoadedModel, sigs: list[InputSignature], seed: int = 0) -> C
     upload = upload_runner(loaded)
     example = probe_upload(upload, sigs, seed, own_batch, example)
     if loaded.format in EAGER_FORMATS:
-        try:
-            ep, dynamic = export_eager(loaded.module, example, notes, sigs)
-        except CaptureFailed:
-            if own_batch == example[0].shape[0]:
-                raise
-            # a model written for one batch size (``x.view(1, -1)``) exports only at that size
-            example = sample_inputs(sigs, own_batch, seed)
-            ep, dynamic = export_eager(loaded.module, example, notes, sigs)
+        with contextlib.nullcontext() if stack_traces else no_stack_traces():
+            try:
+                ep, dynamic = export_eager(loaded.module, example, notes, sigs)
+            except CaptureFailed:
+                if own_batch == example[0].shape[0]:
+                    raise
+                # a model written for one batch size (``x.view(1, -1)``) exports only at that size
+                example = sample_inputs(sigs, own_batch, seed)
+                ep, dynamic = export_eager(loaded.module, example, notes, sigs)
     elif loaded.format == "torchscript":
         ep, example = convert_torchscript(loaded.module, sigs, seed, own_batch, example, notes)
         dynamic = batch_is_dynamic(ep)
