@@ -25,6 +25,7 @@ Large models (``--large``), PruneKit only, each alone and only with 16 GiB avail
 
     .venv/bin/python -m bench.engine --side-by-side                  # the 10 models
     .venv/bin/python -m bench.engine --side-by-side --models resnet50,vit_b_16 --tag quick
+    .venv/bin/python -m bench.engine --side-by-side --models resnet50 --repeats 5 --tag r50   # medians
     .venv/bin/python -m bench.engine --side-by-side --large llama_1b,vit_h_14 --models ''
 
 Writes ``bench/results/side_by_side[_TAG].json`` and ``.md``.
@@ -242,15 +243,26 @@ def ratio(a, b):
     return round(a / b, 2) if a is not None and b else None
 
 
-def compare(name: str, threads: int, limit_mb: int) -> dict:
+def _median_run(rows: list[dict], key: str) -> dict:
+    """The run whose ``key`` is the median of the runs that finished (the lower middle of an even
+    count); the first failure if none finished."""
+    ok = sorted((r for r in rows if r.get(key) is not None), key=lambda r: r[key])
+    return ok[(len(ok) - 1) // 2] if ok else rows[0]
+
+
+def compare(name: str, threads: int, limit_mb: int, repeats: int = 1) -> dict:
     d = Path(tempfile.mkdtemp(prefix="pkside_"))
     try:
         row: dict = {"model": name, **run_child("prep", name, d, threads, limit_mb)}
         if "error" in row:
             return row
-        tp = run_child("tp", name, d, threads, limit_mb)
-        ts = run_child("pk_ts", name, d, threads, limit_mb)
-        sd = run_child("pk_sd", name, d, threads, limit_mb)
+        runs: dict[str, list[dict]] = {"tp": [], "pk_ts": [], "pk_sd": []}
+        for _ in range(max(1, repeats)):  # interleaved, so a burst of load hits all three alike
+            for kind in runs:
+                runs[kind].append(run_child(kind, name, d, threads, limit_mb))
+        tp, ts, sd = (_median_run(runs[k], "tp_s" if k == "tp" else "job_s") for k in ("tp", "pk_ts", "pk_sd"))
+        if repeats > 1:
+            row["repeats"] = {k: [r.get("tp_s" if k == "tp" else "job_s") for r in v] for k, v in runs.items()}
         row.update(tp=tp, pk_ts=ts, pk_sd=sd)
         w = row["weights_mb"]
         tp_s = tp.get("tp_s")
@@ -353,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force-large", action="store_true", help="run the large cases whatever memory is available")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit-mb", type=int, default=6000, help="RSS above which a child is killed (10 models)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each tool per model, interleaved; the median run is kept (all times in 'repeats')")
     ap.add_argument("--tag", default="")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "DIR", "OUT"))
     a = ap.parse_args(argv)
@@ -363,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows, large_rows = [], []
     for name in [m for m in a.models.split(",") if m]:
-        rows.append(compare(name, a.threads, a.limit_mb))
+        rows.append(compare(name, a.threads, a.limit_mb, a.repeats))
         q = rows[-1].get("ratios", rows[-1].get("error"))
         print(f"{name}: {q}", flush=True)
     for name in [m for m in a.large.split(",") if m]:
