@@ -4,7 +4,8 @@ The converter is given the example at the capture batch (batch 1 would specialis
 then at the model's own batch if it was traced with its batch baked in.  Size arithmetic is
 folded before the converter retraces, which keeps dynamic only the dimensions that must stay so
 (the batch and the spec's ``inputs[i].dims``) unless scripted control flow was specialised, and a model that takes sizes modulo something is
-retraced with only the batch dynamic (see :func:`ts_to_export`).
+retraced with only the batch dynamic (see :func:`ts_to_export`).  Fused transformer kernels are
+opened in the converter's graph before that one retrace (:func:`.fused.open_fused_graph`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def ts_to_export(ts, example: tuple, notes: list[str], prepared=None, dims: "lis
 
     A model that takes its sizes modulo something (Swin's window padding, ``(7 - W % 7) % 7``) sends the symbolic-shape solver into minutes of work over ``Mod``
     expressions; such a model is retraced with only the batch dimension dynamic instead.
+
+    Fused transformer kernels (``aten._native_multi_head_attention``) are replaced by their
+    decompositions in the converter's graph, each checked at the example, before the retrace:
+    one export records the opened ops (:func:`.fused.open_fused_graph`).
     """
     class SizeFoldingConverter(_converter_class()):  # the hook torch_compat.TS2EP_RETRACE_HOOK checks
         def retrace_as_exported_program(self, gm, name_to_constant):
