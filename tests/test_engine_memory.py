@@ -307,3 +307,17 @@ def test_writer_skips_scripting_only_where_it_cannot_work(tmp_path):
     plain = fx.symbolic_trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
     assert _unscriptable_call(plain) is None
     assert isinstance(to_torchscript(plain, (torch.randn(2, 4),)), torch.jit.RecursiveScriptModule)
+
+
+def test_slice_scores_in_chunks_equal_scores_of_the_whole_tensor(monkeypatch):
+    """Scoring a weight chunk by chunk (a bounded working copy) gives every slice's score whole."""
+    from prunekit.prune import importance as imp
+
+    torch.manual_seed(0)
+    w = torch.randn(24, 10, 3, 3)
+    for dim in (0, 1):
+        whole = w.movedim(dim, 0).reshape(w.shape[dim], -1).pow(2).sum(1).double().numpy()
+        for chunk in (1, 50, 10**9):  # one row at a time, a few rows, everything at once
+            monkeypatch.setattr(imp, "SCORE_CHUNK", chunk)
+            got = imp.slice_scores(w, dim, imp._l2)
+            assert got.shape == whole.shape and abs(got - whole).max() <= 1e-5 * abs(whole).max(), (dim, chunk)
