@@ -239,10 +239,7 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
             try:
                 ref = upload(*x)
             except Exception as exc:
-                raise CheckFailed(
-                    f"{reference} raises at {where(b, x)} ({first_line(exc, with_type=True)}) but {what} "
-                    "does not: part of the model was lost, so nothing is handed out"
-                ) from None
+                raise _upload_raises(exc, captured, x, where(b, x), sigs, what, reference) from None
             try:
                 got = _counted(captured, x, macs if i == 0 else None, "captured")
             except Exception as exc:
@@ -257,6 +254,24 @@ def compare_with_upload(upload, captured, sigs: list[InputSignature], batch_size
                 f"above the tolerance {tolerance:g}: {what} is wrong for this model"
             )
     return worst
+
+
+def _upload_raises(exc: BaseException, captured, x: tuple, at: str, sigs: list[InputSignature], what: str,
+                   reference: str) -> CheckFailed:
+    """The reference raised on the check's inputs: say whether the other model runs there (which
+    is what tells a lost part of the model from inputs the model does not take)."""
+    error = first_line(exc, with_type=True)
+    dims = any(s.vary for s in sigs)
+    hint = (" The sizes besides the batch come from spec inputs[i].dims: leave out a dimension the model takes "
+            "at one size only." if dims else "")
+    try:
+        with torch.no_grad():
+            captured(*x)
+    except Exception:
+        return CheckFailed(f"{reference} and {what} both raise at {at} ({error}): the model does not take these "
+                           f"input sizes.{hint}")
+    return CheckFailed(f"{reference} raises at {at} ({error}) but {what} does not: either the model does not take "
+                       f"these input sizes or part of it was lost in capture, so nothing is handed out.{hint}")
 
 
 def same_outputs(a, b, tolerance: float = 1e-4) -> bool:

@@ -103,3 +103,27 @@ def test_a_pt2_given_the_wrong_shape_says_which_input_and_shape(tmp_path: Path) 
     assert err.value.code == "capture_failed"
     assert "inputs.0" in text and "[*, 3, 16, 16]" in text and "[1, 3, 32, 32]" in text
     assert "graph" not in text.lower() or len(text) < 300  # one line, no dumped graph
+
+
+class FixedLength(nn.Module):
+    """Takes one sequence length only, and says so by raising (scripted: the capture specialises
+    the branch away, so only the upload refuses the other length)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, 3, padding=1)
+        self.out = nn.Conv1d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(2) != 16:
+            raise ValueError("length must be 16")
+        return self.out(self.conv(x).relu())
+
+
+def test_dims_the_upload_does_not_take_are_named_not_blamed_on_a_lost_part(tmp_path: Path) -> None:
+    model = _scripted(FixedLength(), tmp_path / "fixed.pt")
+    with pytest.raises((CheckFailed, CaptureFailed)) as err:
+        prunekit.prune(model, {"ratio": 0.5, "inputs": [{"shape": [1, 4, 16], "dims": [2]}]})
+    text = str(err.value)
+    assert "length must be 16" in text and "does not take these input sizes" in text
+    assert "inputs[i].dims" in text
