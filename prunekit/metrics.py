@@ -101,9 +101,9 @@ def count_macs(module: nn.Module, inputs: tuple) -> int:
                 if fake:
                     mode = stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
                     args = tuple(mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in inputs)
-                counter = stack.enter_context(FlopCounterMode(display=False, custom_mapping=_mapping()))
+                counter = stack.enter_context(MacCounter())
                 module(*args)
-            return int(counter.get_total_flops() // 2)
+            return counter.macs
         except Exception:
             continue
     return -1

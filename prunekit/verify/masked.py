@@ -179,15 +179,15 @@ _DIVIDES_BY = {aten.div.Tensor: 1, aten.div.Tensor_mode: 1, aten.reciprocal.defa
 _MASK_PREFIX = "_prunekit_mask_"
 
 
-def _mask_chain(node: object) -> tuple[fx.Node, list[str]] | None:
-    """``(masked node, mask buffer names)`` if ``node`` is a chain of mask multiplications."""
+def _mask_names(node: object) -> list[str]:
+    """The mask buffers ``node`` is multiplied by, if it is a chain of mask multiplications."""
     names = []
     while (isinstance(node, fx.Node) and node.op == "call_function" and node.target is aten.mul.Tensor
            and isinstance(node.args[1], fx.Node) and node.args[1].op == "get_attr"
            and str(node.args[1].target).startswith(_MASK_PREFIX)):
         names.append(str(node.args[1].target))
         node = node.args[0]
-    return (node, names) if names else None
+    return names
 
 
 def _ones_in_divisors(m: fx.GraphModule) -> None:
@@ -202,11 +202,11 @@ def _ones_in_divisors(m: fx.GraphModule) -> None:
         pos = _DIVIDES_BY.get(node.target) if node.op == "call_function" else None
         if pos is None or len(node.args) <= pos:
             continue
-        chain = _mask_chain(node.args[pos])
-        if chain is None:
+        names = _mask_names(node.args[pos])
+        if not names:
             continue
         keep = None
-        for name in chain[1]:
+        for name in names:
             mask = getattr(m, name)
             keep = mask if keep is None else keep * mask
         pad_name = f"_prunekit_ones_{count}"
